@@ -1,0 +1,5 @@
+"""``python -m inferd``."""
+
+from inferd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Dynamic batching: a pure policy (``policy``) and the asyncio loop applying it (``batcher``)."""

@@ -1,0 +1,299 @@
+"""Configuration: frozen dataclasses validated once at startup.
+
+A model folder holds its files and an optional ``model.toml``::
+
+    name = "digits"                 # default: the folder's (or file's) name
+    backend = "sklearn"             # python | torch | onnx | sklearn; default: from the model file
+    file = "model.joblib"           # default: the one model file in the folder
+    entry_point = "model.py:Echo"   # python backend (class) or torch backend (nn.Module factory)
+    instances = 1                   # parallel copies of the model
+    device = "auto"                 # auto | cpu | cuda
+
+    [batching]
+    max_batch_size = 64             # rows per batch; 0 means the model takes no batch axis
+    max_queue_delay_ms = 0.0        # how long a batch may wait to fill once a runner is free
+    max_queue_rows = 8192           # rows allowed to wait; past it requests get 503 + Retry-After
+
+    [[inputs]]                      # optional where the model file declares its signature
+    name = "input"
+    datatype = "FP32"
+    shape = [-1, 16]                # the batch axis included, -1 for any size
+
+    [parameters]                    # free-form, handed to a python backend's constructor
+
+The server reads an optional ``inferd.toml`` with a ``[server]`` table (see ``ServerConfig``).
+This module is the only one that reads environment variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from inferd.datatypes import DATATYPES
+from inferd.errors import ConfigError
+
+MODEL_CONFIG_FILE: Final = "model.toml"
+BACKENDS: Final = ("python", "torch", "onnx", "sklearn")
+DEVICES: Final = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One input or output: its name, v2 datatype and shape (batch axis included, -1 = any)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The tensor as the v2 model metadata endpoint shows it."""
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingConfig:
+    """How requests are grouped into batches."""
+
+    max_batch_size: int = 64
+    """Most rows (items along the batch axis) in one batch; 0 disables batching."""
+    max_queue_delay_ms: float = 0.0
+    """Longest a batch waits to fill once a runner is free (0: go as soon as one is free)."""
+    max_queue_rows: int = 8192
+    """Rows that may wait; past this, requests are shed with 503 and Retry-After."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Everything inferd knows about one model before loading it."""
+
+    name: str
+    path: Path
+    """The model's folder."""
+    backend: str
+    file: str | None = None
+    """The model file, relative to ``path``."""
+    entry_point: str | None = None
+    """``module.py:Name`` in the folder or ``package.module:Name`` on the Python path."""
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    instances: int = 1
+    device: str = "auto"
+    version: str = "1"
+    parameters: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+    """The config file this came from, for error messages; None when everything was inferred."""
+
+    @property
+    def batched(self) -> bool:
+        """Whether the model's tensors carry a leading batch axis."""
+        return self.batching.max_batch_size > 0
+
+    def with_signature(
+        self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
+    ) -> ModelConfig:
+        """A copy with the signature completed (the declared one wins where both exist)."""
+        return dataclasses.replace(
+            self, inputs=self.inputs or inputs, outputs=self.outputs or outputs
+        )
+
+
+def default_host() -> str:
+    """The address to listen on: ``INFERD_HOST`` or loopback."""
+    return os.environ.get("INFERD_HOST", "127.0.0.1")
+
+
+def default_port() -> int:
+    """The port to listen on: ``INFERD_PORT`` or 8000."""
+    return int(os.environ.get("INFERD_PORT", "8000"))
+
+
+def cache_dir() -> Path:
+    """Where inferd caches what it builds (the demo repository): ``INFERD_CACHE_DIR``."""
+    base = os.environ.get("INFERD_CACHE_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "inferd"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The HTTP front end's settings (``[server]`` in ``inferd.toml``)."""
+
+    host: str = field(default_factory=default_host)
+    port: int = field(default_factory=default_port)
+    max_body_bytes: int = 64 * 1024 * 1024
+    """Largest request body accepted; larger ones get 413."""
+    log_level: str = "info"
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+class _Table:
+    """A TOML table read with errors that name the file and the dotted key."""
+
+    def __init__(self, data: dict[str, Any], source: Path | str, prefix: str = "") -> None:
+        self.data = data
+        self.source = source
+        self.prefix = prefix
+        self._read: set[str] = set()
+
+    def error(self, key: str, expected: str) -> ConfigError:
+        value = self.data.get(key)
+        return ConfigError(
+            f"{self.source}: key '{self.prefix}{key}' = {value!r}: expected {expected}"
+        )
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any, expected: str) -> Any:
+        self._read.add(key)
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        # bool is an int in Python; a TOML ``true`` is never a valid count.
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise self.error(key, expected)
+        if not isinstance(value, kind):
+            raise self.error(key, expected)
+        return value
+
+    def table(self, key: str) -> _Table:
+        raw = self.get(key, dict, {}, "a table")
+        return _Table(raw, self.source, f"{self.prefix}{key}.")
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(set(self.data) - self._read)
+        if unknown:
+            allowed = ", ".join(sorted(self._read))
+            raise ConfigError(
+                f"{self.source}: unknown key '{self.prefix}{unknown[0]}'; allowed here: {allowed}"
+            )
+
+
+def _read_tensors(table: _Table, key: str) -> tuple[TensorSpec, ...]:
+    raw = table.get(key, list, [], "an array of tables [[" + key + "]]")
+    specs = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise table.error(key, "an array of tables with name, datatype and shape")
+        sub = _Table(item, table.source, f"{table.prefix}{key}[{i}].")
+        name = sub.get("name", str, None, "a tensor name (string)")
+        if not name:
+            raise sub.error("name", "a non-empty tensor name")
+        datatype = sub.get("datatype", str, None, "one of " + ", ".join(sorted(DATATYPES)))
+        if datatype not in DATATYPES:
+            raise sub.error("datatype", "one of " + ", ".join(sorted(DATATYPES)))
+        shape = sub.get("shape", list, None, "a list of dimensions, -1 for variable")
+        if shape is None or not all(
+            isinstance(d, int) and not isinstance(d, bool) and (d == -1 or d >= 0) for d in shape
+        ):
+            raise sub.error("shape", "a list of dimensions (integers >= 0, or -1 for variable)")
+        sub.reject_unknown()
+        specs.append(TensorSpec(name=name, datatype=datatype, shape=tuple(shape)))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise table.error(key, "tensors with distinct names")
+    return tuple(specs)
+
+
+def _read_batching(table: _Table) -> BatchingConfig:
+    sub = table.table("batching")
+    size = sub.get("max_batch_size", int, 64, "an integer >= 0 (rows per batch; 0 = no batching)")
+    if size < 0:
+        raise sub.error("max_batch_size", "an integer >= 0 (rows per batch; 0 = no batching)")
+    delay = sub.get("max_queue_delay_ms", (int, float), 0.0, "a number of milliseconds >= 0")
+    if delay < 0:
+        raise sub.error("max_queue_delay_ms", "a number of milliseconds >= 0")
+    queue = sub.get("max_queue_rows", int, 8192, "an integer >= 1 (rows allowed to wait)")
+    if queue < 1:
+        raise sub.error("max_queue_rows", "an integer >= 1 (rows allowed to wait)")
+    sub.reject_unknown()
+    return BatchingConfig(
+        max_batch_size=size, max_queue_delay_ms=float(delay), max_queue_rows=queue
+    )
+
+
+def model_config_from_dict(
+    data: dict[str, Any], folder: Path, default_name: str, source: Path | str
+) -> dict[str, Any]:
+    """Validate a model table; returns ModelConfig's keyword arguments (backend may be None)."""
+    t = _Table(data, source)
+    name = t.get("name", str, default_name, "a model name (string)")
+    if not name or "/" in name:
+        raise t.error("name", "a non-empty model name without '/'")
+    backend = t.get("backend", str, None, "one of " + ", ".join(BACKENDS))
+    if backend is not None and backend not in BACKENDS:
+        raise t.error("backend", "one of " + ", ".join(BACKENDS))
+    model_file = t.get("file", str, None, "a file name in the model folder")
+    if model_file is not None and not (folder / model_file).exists():
+        raise t.error("file", f"a file that exists in {folder}")
+    instances = t.get("instances", int, 1, "an integer >= 1")
+    if instances < 1:
+        raise t.error("instances", "an integer >= 1")
+    device = t.get("device", str, "auto", "one of " + ", ".join(DEVICES))
+    if device not in DEVICES:
+        raise t.error("device", "one of " + ", ".join(DEVICES))
+    kwargs = {
+        "name": name,
+        "path": folder,
+        "backend": backend,
+        "file": model_file,
+        "entry_point": t.get("entry_point", str, None, "'module.py:Name' or 'pkg.module:Name'"),
+        "instances": instances,
+        "device": device,
+        "version": str(t.get("version", (str, int), "1", "a version (string or integer)")),
+        "batching": _read_batching(t),
+        "inputs": _read_tensors(t, "inputs"),
+        "outputs": _read_tensors(t, "outputs"),
+        "parameters": t.get("parameters", dict, {}, "a table of free-form parameters"),
+    }
+    t.reject_unknown()
+    return kwargs
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; syntax errors become ``ConfigError`` naming the file."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def load_server_config(path: Path | None, **overrides: Any) -> ServerConfig:
+    """Read ``[server]`` from ``path`` (if given) and apply command-line overrides (not None)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        data = read_toml(path)
+        top = _Table(data, path)
+        t = top.table("server")
+        top.reject_unknown()
+        for key, kind, expected in (
+            ("host", str, "a host name or address"),
+            ("port", int, "a port number 0-65535"),
+            ("max_body_bytes", int, "a number of bytes > 0"),
+            ("log_level", str, "one of critical, error, warning, info, debug"),
+        ):
+            if key in t.data:
+                values[key] = t.get(key, kind, None, expected)
+        t.reject_unknown()
+        _check_server_values(values, t)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return ServerConfig(**values)
+
+
+def _check_server_values(values: dict[str, Any], t: _Table) -> None:
+    if "port" in values and not 0 <= values["port"] <= 65535:
+        raise t.error("port", "a port number 0-65535")
+    if "max_body_bytes" in values and values["max_body_bytes"] <= 0:
+        raise t.error("max_body_bytes", "a number of bytes > 0")
+    levels = ("critical", "error", "warning", "info", "debug")
+    if "log_level" in values and values["log_level"] not in levels:
+        raise t.error("log_level", "one of " + ", ".join(levels))

@@ -1,0 +1,153 @@
+"""The few ASGI pieces inferd needs, written for the hot path: no framework, no per-request
+objects beyond one ``Request`` and one ``Response``."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from inferd.errors import InvalidRequest, PayloadTooLarge
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON = b"application/json"
+OCTET_STREAM = b"application/octet-stream"
+# Responses smaller than this are sent uncompressed even when the client accepts gzip.
+_COMPRESS_MIN_BYTES = 1024
+
+
+@dataclass(slots=True)
+class Request:
+    """What a handler needs of an HTTP request; the body is read on demand."""
+
+    method: str
+    path: str
+    headers: dict[bytes, bytes]
+    receive: Receive
+    max_body_bytes: int
+
+    def header(self, name: bytes) -> str | None:
+        value = self.headers.get(name)
+        return value.decode("latin-1") if value is not None else None
+
+    async def body(self) -> bytes | bytearray:
+        """The whole body, decompressed if needed; 413 past the configured limit."""
+        raw = await read_body(self.receive, self.headers, self.max_body_bytes)
+        encoding = self.headers.get(b"content-encoding")
+        if encoding is None or encoding == b"identity":
+            return raw
+        return decompress(raw, encoding, self.max_body_bytes)
+
+
+@dataclass(slots=True)
+class Response:
+    """A complete response: status, body chunks and extra headers."""
+
+    status: int
+    chunks: list[bytes | memoryview]
+    content_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def json_response(
+    status: int, document: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> Response:
+    """A JSON response."""
+    return Response(status, [orjson.dumps(document)], JSON, headers or [])
+
+
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes | bytearray:
+    """Read the request body, refusing more than ``limit`` bytes before reading them.
+
+    A body that arrives in pieces is copied once into a buffer of its declared size (no
+    repeated concatenation): large binary tensors cost one copy on the way in.
+    """
+    size = _declared_length(headers, limit)
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body  # type: ignore[no-any-return]
+    buffer = bytearray(size) if size is not None else bytearray()
+    filled = 0
+    while True:
+        end = filled + len(body)
+        if end > (size if size is not None else limit):
+            raise PayloadTooLarge(
+                f"request body exceeds its Content-Length or the limit of {limit} bytes"
+            )
+        buffer[filled:end] = body
+        filled = end
+        if not message.get("more_body", False):
+            break
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequest("client disconnected while sending the body")
+        body = message.get("body", b"")
+    return buffer if size is None or filled == size else buffer[:filled]
+
+
+def _declared_length(headers: dict[bytes, bytes], limit: int) -> int | None:
+    declared = headers.get(b"content-length")
+    if declared is None:
+        return None
+    try:
+        size = int(declared)
+    except ValueError:
+        raise InvalidRequest(f"invalid Content-Length header: {declared!r}") from None
+    if size > limit:
+        raise PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes")
+    return size
+
+
+def decompress(raw: bytes | bytearray, encoding: bytes, limit: int) -> bytes:
+    """Undo gzip or deflate Content-Encoding, stopping at ``limit`` bytes (no zip bombs)."""
+    if encoding == b"gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == b"deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise InvalidRequest(
+            f"unsupported Content-Encoding {encoding.decode('latin-1')!r}; use gzip or deflate"
+        )
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error as e:
+        raise InvalidRequest(f"body is not valid {encoding.decode()} data: {e}") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+    return out
+
+
+def _compress(body: bytes, accept: bytes | None) -> tuple[bytes, bytes | None]:
+    if accept is None or len(body) < _COMPRESS_MIN_BYTES:
+        return body, None
+    if b"gzip" in accept:
+        c = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        return c.compress(body) + c.flush(), b"gzip"
+    if b"deflate" in accept:
+        return zlib.compress(body), b"deflate"
+    return body, None
+
+
+async def send_response(send: Send, response: Response, accept_encoding: bytes | None) -> None:
+    """Send a response in one body message (joining its chunks costs one copy)."""
+    chunks = response.chunks
+    body = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
+    body, encoding = _compress(body, accept_encoding)
+    headers = [
+        (b"content-type", response.content_type),
+        (b"content-length", str(len(body)).encode()),
+        *response.headers,
+    ]
+    if encoding is not None:
+        headers.append((b"content-encoding", encoding))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,162 @@
+"""Tensor data in JSON: the ``data`` field of v2 inputs and outputs.
+
+Inputs go through ``np.asarray`` once and are then checked for what a cast would hide (floats
+into integer types, out-of-range values, strings or nulls); outputs stay numpy arrays, which
+orjson writes directly with ``OPT_SERIALIZE_NUMPY``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from inferd.errors import InvalidRequest
+from inferd.server.binary import WIRE_DTYPES
+
+
+def _orjson_writes(dtype: np.dtype[Any]) -> bool:
+    try:
+        orjson.dumps(np.zeros(1, dtype=dtype), option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError:
+        return False
+    return True
+
+
+# orjson < 3.10 cannot write FP16, and no version writes non-native byte order.
+_ORJSON_DATATYPES: Final = frozenset(n for n, dt in WIRE_DTYPES.items() if _orjson_writes(dt))
+
+
+def array_from_json(name: str, datatype: str, shape: list[int], data: Any) -> NDArray[Any]:
+    """Input ``name``'s JSON ``data`` (flat or nested) as an array of ``datatype`` in ``shape``."""
+    if not isinstance(data, list):
+        raise InvalidRequest(f"input {name!r}: 'data' must be a list, got {data!r}")
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return _json_bytes(name, shape, count, data)
+    try:
+        raw = np.asarray(data)
+    except (ValueError, TypeError):
+        raise InvalidRequest(
+            f"input {name!r}: 'data' must be a flat list or evenly nested lists"
+        ) from None
+    if raw.size != count:
+        raise InvalidRequest(
+            f"input {name!r}: shape {shape} needs {count} elements, got {raw.size}"
+        )
+    if count:
+        raw = _checked(name, datatype, raw, data)
+    return raw.astype(WIRE_DTYPES[datatype], copy=False).reshape(shape)
+
+
+def _checked(name: str, datatype: str, raw: NDArray[Any], data: list[Any]) -> NDArray[Any]:
+    """Reject JSON values that ``astype`` would silently truncate, wrap or parse."""
+    kind = raw.dtype.kind
+    if datatype == "BOOL":
+        if kind != "b":
+            _reject_element(name, datatype, data, "true or false", _is_bool)
+    elif datatype.startswith("FP"):
+        if kind not in "iuf":
+            _reject_element(name, datatype, data, "numbers", _is_number)
+    elif kind in "iu":
+        _check_range(name, datatype, raw.min().item(), raw.max().item())
+    elif kind == "f":
+        return _exact_integers(name, datatype, data)
+    else:
+        _reject_element(name, datatype, data, "integers", _is_integer)
+    return raw
+
+
+def _check_range(name: str, datatype: str, low: int | float, high: int | float) -> None:
+    info = np.iinfo(WIRE_DTYPES[datatype])
+    if low < info.min or high > info.max:
+        value = low if low < info.min else high
+        raise InvalidRequest(
+            f"input {name!r}: value {value} is out of range for {datatype} [{info.min}, {info.max}]"
+        )
+
+
+def _exact_integers(name: str, datatype: str, data: list[Any]) -> NDArray[Any]:
+    # np.asarray read floats: 1.0 (fine, JSON does not tell it from 1), 1.5 (not an integer),
+    # or ints mixed past int64's range, which float64 would round. Redo it exactly, in Python.
+    values = []
+    for value in _flatten(data):
+        if isinstance(value, float) and not value.is_integer():
+            raise InvalidRequest(f"input {name!r}: {datatype} data must be integers, got {value}")
+        values.append(int(value))
+    _check_range(name, datatype, min(values), max(values))
+    return np.array(values, dtype=WIRE_DTYPES[datatype])
+
+
+def _reject_element(
+    name: str, datatype: str, data: list[Any], expected: str, accepts: Callable[[Any], bool]
+) -> None:
+    found = next((v for v in _flatten(data) if not accepts(v)), None)
+    raise InvalidRequest(f"input {name!r}: {datatype} data must be {expected}, got {found!r}")
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass, but a JSON true is never a number here.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_bytes(name: str, shape: list[int], count: int, data: list[Any]) -> NDArray[np.object_]:
+    flat = list(_flatten(data)) if any(type(v) is list for v in data) else data
+    if len(flat) != count:
+        raise InvalidRequest(
+            f"input {name!r}: shape {shape} needs {count} elements, got {len(flat)}"
+        )
+    out = np.empty(count, dtype=object)
+    try:
+        out[:] = [v.encode() for v in flat]
+    except (AttributeError, UnicodeEncodeError):
+        found = next((v for v in flat if not isinstance(v, str)), None)
+        problem = "strings" if found is not None else "encodable as UTF-8"
+        raise InvalidRequest(
+            f"input {name!r}: BYTES data must be {problem}, got {found!r}"
+        ) from None
+    return out.reshape(shape)
+
+
+def _flatten(data: list[Any]) -> Iterator[Any]:
+    for value in data:
+        if type(value) is list:
+            yield from _flatten(value)
+        else:
+            yield value
+
+
+def json_from_array(name: str, array: NDArray[Any], datatype: str) -> Any:
+    """Output ``name``'s flat JSON ``data``; numeric arrays are left for orjson to write."""
+    if datatype in _ORJSON_DATATYPES:
+        return array.reshape(-1)
+    if datatype != "BYTES":
+        return array.reshape(-1).tolist()
+    values = array.reshape(-1).tolist()
+    if array.dtype.kind == "U":
+        return values
+    try:
+        return [_as_text(v) for v in values]
+    except UnicodeDecodeError:
+        raise InvalidRequest(
+            f"output {name!r} holds bytes that are not valid UTF-8; "
+            "request it with parameters.binary_data = true"
+        ) from None
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return value if isinstance(value, str) else str(value)

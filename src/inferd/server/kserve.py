@@ -1,0 +1,100 @@
+"""Open Inference Protocol (KServe v2) REST handlers.
+
+Readiness endpoints answer 200 when ready and 503 with the reason when not (the protocol asks
+for any non-200; 503 is what load balancers and Kubernetes probes expect).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferd import __version__
+from inferd.errors import InvalidRequest, ModelError
+from inferd.replicas.manager import ModelManager, ServedModel
+from inferd.server.codec import InferResponse, content_type, decode_request, encode_response
+from inferd.server.http import Request, Response, json_response
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+def server_live() -> Response:
+    return json_response(200, {"live": True})
+
+
+def server_ready(manager: ModelManager) -> Response:
+    if manager.ready:
+        return json_response(200, {"ready": True})
+    reason = "models are still loading" if not manager.loaded else "no model is ready"
+    return json_response(503, {"ready": False, "error": f"server is not ready: {reason}"})
+
+
+def server_metadata() -> Response:
+    return json_response(200, {"name": "inferd", "version": __version__, "extensions": EXTENSIONS})
+
+
+def model_metadata(model: ServedModel) -> Response:
+    return json_response(200, model.metadata())
+
+
+def model_ready(model: ServedModel) -> Response:
+    if model.ready:
+        return json_response(200, {"name": model.name, "ready": True})
+    return json_response(
+        503, {"name": model.name, "ready": False, "error": model.not_ready_reason()}
+    )
+
+
+def repository_index(manager: ModelManager) -> Response:
+    index: list[dict[str, Any]] = []
+    for model in manager.models:
+        entry = {"name": model.name, "version": model.version, "state": model.state.value}
+        if model.error:
+            entry["reason"] = model.error
+        index.append(entry)
+    return json_response(200, index)
+
+
+async def infer(request: Request, model: ServedModel) -> Response:
+    """Decode, validate, batch, compute and encode one infer request."""
+    body = await request.body()
+    decoded = decode_request(body, _header_length(request))
+    outputs = await model.infer(decoded.inputs, decoded.input_datatypes)
+    _check_outputs(model, outputs)
+    response = InferResponse(
+        model_name=model.name,
+        model_version=model.version,
+        id=decoded.id,
+        outputs=outputs,
+        output_datatypes=model.output_datatypes,
+    )
+    chunks, header_length = encode_response(
+        response, decoded.outputs, decoded.binary_output_default
+    )
+    headers = []
+    if header_length is not None:
+        headers.append((b"inference-header-content-length", str(header_length).encode()))
+    return Response(200, chunks, content_type(header_length).encode(), headers)
+
+
+def _header_length(request: Request) -> int | None:
+    raw = request.header(b"inference-header-content-length")
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(
+            f"Inference-Header-Content-Length must be an integer, got {raw!r}"
+        ) from None
+    if value < 0:
+        raise InvalidRequest(f"Inference-Header-Content-Length must be >= 0, got {value}")
+    return value
+
+
+def _check_outputs(model: ServedModel, outputs: dict[str, Any]) -> None:
+    for name in model.output_datatypes:
+        if name not in outputs:
+            raise ModelError(
+                f"model {model.name!r} did not return its declared output {name!r} "
+                f"(it returned {', '.join(sorted(outputs)) or 'nothing'})"
+            )

@@ -1,0 +1,161 @@
+"""The dynamic batcher's loop, driven with a fake ``run_batch`` (no model, no sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from inferd.batching.batcher import DynamicBatcher
+from inferd.batching.policy import BatchPolicy
+from inferd.errors import ModelError, Overloaded
+
+Tensors = dict[str, np.ndarray]
+
+
+class FakeRunner:
+    """Records every batch; blocks each batch until released so tests control timing."""
+
+    def __init__(self, fail_on: float | None = None) -> None:
+        self.batches: list[int] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.fail_on = fail_on
+
+    async def __call__(self, inputs: Tensors) -> Tensors:
+        x = inputs["x"]
+        self.batches.append(x.shape[0])
+        await self.gate.wait()
+        if self.fail_on is not None and (x == self.fail_on).any():
+            raise ModelError("bad row")
+        return {"y": x * 2}
+
+
+def rows(start: int, n: int) -> Tensors:
+    return {"x": np.arange(start, start + n, dtype=np.float32).reshape(n, 1)}
+
+
+async def run(batcher: DynamicBatcher, *requests: Tensors) -> list[Tensors | BaseException]:
+    return await asyncio.gather(
+        *(batcher.submit(r, r["x"].shape[0]) for r in requests), return_exceptions=True
+    )
+
+
+async def test_requests_arriving_while_busy_share_the_next_batch() -> None:
+    runner = FakeRunner()
+    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=8))
+    batcher.start()
+    runner.gate.clear()
+    first = asyncio.ensure_future(batcher.submit(rows(0, 1), 1))
+    await asyncio.sleep(0)  # let the loop dispatch the first batch (yields only, no time)
+    while not runner.batches:
+        await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(batcher.submit(rows(i, 1), 1)) for i in range(1, 6)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    runner.gate.set()
+    results = await asyncio.gather(first, *rest)
+    assert runner.batches == [1, 5]
+    for i, out in enumerate(results):
+        np.testing.assert_array_equal(out["y"], [[2.0 * i]])
+    await batcher.close()
+
+
+async def test_each_request_gets_its_own_rows_back() -> None:
+    runner = FakeRunner()
+    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=64))
+    batcher.start()
+    requests = [rows(10 * i, i + 1) for i in range(6)]
+    results = await run(batcher, *requests)
+    for req, out in zip(requests, results, strict=True):
+        assert isinstance(out, dict)
+        np.testing.assert_array_equal(out["y"], req["x"] * 2)
+    await batcher.close()
+
+
+async def test_a_request_larger_than_the_batch_is_split_and_reassembled() -> None:
+    runner = FakeRunner()
+    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=4))
+    batcher.start()
+    [out] = await run(batcher, rows(0, 10))
+    assert isinstance(out, dict)
+    np.testing.assert_array_equal(out["y"], rows(0, 10)["x"] * 2)
+    assert max(runner.batches) <= 4 and sum(runner.batches) == 10
+    await batcher.close()
+
+
+async def test_a_failing_row_fails_only_its_own_request() -> None:
+    runner = FakeRunner(fail_on=3.0)
+    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=64))
+    batcher.start()
+    results = await run(batcher, *(rows(i, 1) for i in range(6)))
+    assert isinstance(results[3], ModelError)
+    for i, out in enumerate(results):
+        if i != 3:
+            assert isinstance(out, dict)
+            np.testing.assert_array_equal(out["y"], [[2.0 * i]])
+    await batcher.close()
+
+
+async def test_queue_over_its_bound_sheds_with_overloaded() -> None:
+    runner = FakeRunner()
+    runner.gate.clear()
+    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=2), max_queue_rows=4)
+    batcher.start()
+    pending = [asyncio.ensure_future(batcher.submit(rows(i, 1), 1)) for i in range(4)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # one batch in flight (taken off the queue); the queue holds the rest up to its bound
+    fill = [asyncio.ensure_future(batcher.submit(rows(9, 1), 1)) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded) as shed:
+        await batcher.submit(rows(0, 1), 1)
+    assert shed.value.retry_after > 0
+    runner.gate.set()
+    await asyncio.gather(*pending, *fill)
+    await batcher.close()
+
+
+async def test_cancelled_requests_are_not_computed() -> None:
+    runner = FakeRunner()
+    runner.gate.clear()
+    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=1))
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(rows(0, 1), 1))
+    while not runner.batches:
+        await asyncio.sleep(0)
+    gone = asyncio.ensure_future(batcher.submit(rows(1, 1), 1))
+    kept = asyncio.ensure_future(batcher.submit(rows(2, 1), 1))
+    await asyncio.sleep(0)
+    gone.cancel()
+    runner.gate.set()
+    await asyncio.gather(first, kept)
+    assert runner.batches == [1, 1]  # the cancelled request never reached the model
+    await batcher.close()
+
+
+async def test_unbatched_models_get_requests_unchanged() -> None:
+    seen: list[tuple[int, ...]] = []
+
+    async def run_one(inputs: Tensors) -> Tensors:
+        seen.append(inputs["x"].shape)
+        return {"y": inputs["x"].sum(keepdims=True)}
+
+    batcher = DynamicBatcher("m", run_one, BatchPolicy(max_batch_size=1), batched=False)
+    batcher.start()
+    out = await batcher.submit({"x": np.ones((3, 3), np.float32)}, 1)
+    assert seen == [(3, 3)]
+    np.testing.assert_array_equal(out["y"], [[9.0]])
+    await batcher.close()
+
+
+async def test_wrong_number_of_output_rows_is_a_model_error() -> None:
+    async def bad(inputs: Tensors) -> Tensors:
+        return {"y": inputs["x"][:1]}
+
+    batcher = DynamicBatcher("m", bad, BatchPolicy(max_batch_size=8))
+    batcher.start()
+    with pytest.raises(ModelError, match="returned 1 rows in output 'y' for a batch of 3 rows"):
+        await batcher.submit(rows(0, 3), 3)
+    await batcher.close()
