@@ -172,7 +172,7 @@ def test_served_digits_models_are_accurate(
 def test_output_selection_returns_only_what_was_asked(
     client: triton.InferenceServerClient,
 ) -> None:
-    x, y = held_out_digits()
+    x, _ = held_out_digits()
     result = client.infer(
         "digits_sklearn",
         [_input("input", x[:5], False)],
