@@ -159,3 +159,21 @@ async def test_wrong_number_of_output_rows_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="returned 1 rows in output 'y' for a batch of 3 rows"):
         await batcher.submit(rows(0, 3), 3)
     await batcher.close()
+
+
+async def test_an_idle_batcher_keeps_no_reference_to_the_last_request() -> None:
+    import gc
+    import weakref
+
+    runner = FakeRunner()
+    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=8))
+    batcher.start()
+    request = rows(0, 4)
+    out = await batcher.submit(request, 4)
+    refs = [weakref.ref(request["x"]), weakref.ref(out["y"].base)]
+    del request, out
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gc.collect()
+    assert all(r() is None for r in refs)  # memory is given back as soon as the answer is
+    await batcher.close()

@@ -134,16 +134,21 @@ class DynamicBatcher:
             await self._slots.acquire()
             try:
                 await self._wait_for_fill()
-                batch = self._take()
+                self._dispatch()
             except BaseException:
                 self._slots.release()
                 raise
-            if not batch:
-                self._slots.release()
-                continue
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+
+    def _dispatch(self) -> None:
+        # A method of its own so that no local in the long-lived loop keeps the last batch
+        # (its inputs and outputs) alive while the model sits idle.
+        batch = self._take()
+        if not batch:
+            self._slots.release()
+            return
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _wait_for_requests(self) -> None:
         while not self._queue:
