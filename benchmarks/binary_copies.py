@@ -98,7 +98,9 @@ async def in_process(folder: Path) -> dict[int, float]:
     for mib in SIZES_MIB:
         body, hl = request_body(mib)
         await peak_bytes(app, body, hl)  # warm-up
-        copies[mib] = statistics.median([await peak_bytes(app, body, hl) for _ in range(3)]) / (mib * MIB)
+        copies[mib] = statistics.median([await peak_bytes(app, body, hl) for _ in range(3)]) / (
+            mib * MIB
+        )
     tracemalloc.stop()
     await app.manager.close()
     return copies

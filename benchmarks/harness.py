@@ -37,7 +37,7 @@ def free_port() -> int:
 class Server:
     """A server process pinned to ``SERVER_CORE``; waits until ``ready_path`` answers 200."""
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         name: str,
         argv: Sequence[str],
@@ -48,10 +48,12 @@ class Server:
         self.name = name
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         pin = ["taskset", "-c", SERVER_CORE] if shutil.which("taskset") else []
-        self.proc = subprocess.Popen([*pin, *argv], stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})  # fmt: skip
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            [*pin, *argv], stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment
+        )
         self._wait(ready_path)
 
     def _wait(self, path: str, timeout: float = 90.0) -> None:
@@ -111,7 +113,9 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, body: bytes, connections: int, seconds: float, headers: dict[str, str]) -> WrkResult:
+def wrk(
+    url: str, body: bytes, connections: int, seconds: float, headers: dict[str, str]
+) -> WrkResult:
     """POST ``body`` to ``url`` with wrk (one thread, pinned to CLIENT_CORE)."""
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "body.bin").write_bytes(body)

@@ -70,7 +70,9 @@ def _report(r: dict[str, object]) -> None:
     own = r["model_time_ms"]
     ib, tb = r["inferd"], r["textbook"]
     print(f"echo model's own time: {own * 1e3:.2f} us (median)")  # type: ignore[operator]
-    print("| server | 1 client p50 ms | p99 ms | overhead ms | 64 clients req/s | p50 ms | p99 ms |")
+    print(
+        "| server | 1 client p50 ms | p99 ms | overhead ms | 64 clients req/s | p50 ms | p99 ms |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, res in (("textbook FastAPI", tb), ("inferd", ib)):
         one, many = res["one_client"], res["c64"]  # type: ignore[index]

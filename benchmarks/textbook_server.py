@@ -64,6 +64,11 @@ def infer(model: str, request: InferRequest) -> dict[str, Any]:
     return {
         "model_name": model,
         "outputs": [
-            {"name": "output", "datatype": "FP32", "shape": list(y.shape), "data": y.ravel().tolist()}
+            {
+                "name": "output",
+                "datatype": "FP32",
+                "shape": list(y.shape),
+                "data": y.ravel().tolist(),
+            }
         ],
     }

@@ -1,5 +1,5 @@
 """inferd: an inference server for tensor models and LLMs."""
 
-__version__ = "0.1.0"
+from inferd.version import __version__
 
 __all__ = ["__version__"]

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from inferd import __version__
 from inferd.errors import ConfigError
+from inferd.version import __version__
 
 _DESCRIPTION = """\
 inferd serves tensor models over the Open Inference Protocol (KServe v2, the protocol Triton

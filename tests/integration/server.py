@@ -23,7 +23,13 @@ def free_port() -> int:
 class ServerProcess:
     """A running server; ``url`` is its base URL, ``log()`` what it printed."""
 
-    def __init__(self, paths: Sequence[Path], *args: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        *args: str,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log_path = log_dir / f"server-{self.port}.log"
@@ -42,7 +48,7 @@ class ServerProcess:
             cmd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     def wait_ready(self, timeout: float = 60.0, need_ready: bool = True) -> None:

@@ -203,12 +203,12 @@ def _parse_gpt2(raw: Mapping[str, Any], architecture: str) -> ModelArchConfig:
 
 def _common_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     eos = raw.get("eos_token_id")
-    eos_ids = () if eos is None else tuple(int(i) for i in (eos if isinstance(eos, list) else [eos]))
+    eos_list = [] if eos is None else eos if isinstance(eos, list) else [eos]
     bos = raw.get("bos_token_id")
     dtype = raw.get("dtype") or raw.get("torch_dtype")
     return {
         "bos_token_id": None if bos is None else int(bos),
-        "eos_token_ids": eos_ids,
+        "eos_token_ids": tuple(int(token_id) for token_id in eos_list),
         "torch_dtype": None if dtype is None else str(dtype),
     }
 

@@ -41,6 +41,8 @@ class Request:
         """The whole body, decompressed if needed; 413 past the configured limit."""
         raw = await read_body(self.receive, self.headers, self.max_body_bytes)
         encoding = self.headers.get(b"content-encoding")
+        if encoding is not None:
+            encoding = encoding.strip().lower()  # content codings are case-insensitive
         if encoding is None or encoding == b"identity":
             return raw
         return decompress(raw, encoding, self.max_body_bytes)
@@ -73,6 +75,11 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
     message = await receive()
     body = message.get("body", b"")
     if not message.get("more_body", False):
+        # A chunked body (no Content-Length) may arrive whole in the first message.
+        if len(body) > limit:
+            raise PayloadTooLarge(
+                f"request body of {len(body)} bytes exceeds the limit of {limit} bytes"
+            )
         return body  # type: ignore[no-any-return]
     buffer = bytearray(size) if size is not None else bytearray()
     filled = 0

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferd import __version__
 from inferd.errors import InvalidRequest, ModelError
 from inferd.replicas.manager import ModelManager, ServedModel
 from inferd.server.codec import InferResponse, content_type, decode_request, encode_response
 from inferd.server.http import Request, Response, json_response
+from inferd.version import __version__
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from inferd import __version__
 from inferd.replicas.manager import ServedModel
+from inferd.version import __version__
 
 _TENSOR = {
     "type": "object",

@@ -1,0 +1,296 @@
+"""Paged attention in plain PyTorch: write new K/V by slot, attend through block tables.
+
+The KV cache is one tensor ``[num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim]``.
+Seen per layer as ``[num_slots, num_kv_heads, head_dim]`` (slot = block_id * block_size +
+offset), writing a step's new K/V is one ``index_copy_``; seen as ``[num_blocks, block_bytes]``,
+reading a sequence's context is one ``index_select`` of whole blocks.
+
+A step's tokens arrive flattened: each sequence contributes its new tokens, which attend
+causally to the sequence's whole context (cached tokens, then the new ones). Sequences with
+one new token (decodes) are attended together: their blocks are gathered into a padded
+``[B, max_blocks * block_size, ...]`` buffer, reused by every layer, and one SDPA call with a
+padding mask serves them all. Sequences with several new tokens (prefill chunks) are attended
+one at a time; a chunk with no cached context skips the gather and uses ``is_causal``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+
+class ChunkLike(Protocol):
+    """One sequence's share of a step; ``scheduler.ScheduledSequence`` is one."""
+
+    @property
+    def positions(self) -> tuple[int, ...]: ...
+
+    @property
+    def slot_mapping(self) -> tuple[int, ...]: ...
+
+    @property
+    def block_table(self) -> tuple[int, ...]: ...
+
+    @property
+    def samples(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeGroup:
+    """Sequences with exactly one new token, attended in one padded SDPA call."""
+
+    token_indices: torch.Tensor
+    """[B] row of each sequence's token in the flattened batch."""
+    block_ids: torch.Tensor
+    """[B * max_blocks] the block tables, padded with block 0 and flattened."""
+    mask: torch.Tensor
+    """[B, 1, 1, max_blocks * block_size] True where a key is inside the context."""
+    key_buffer: torch.Tensor
+    """[B * max_blocks, block_numel] workspace the gathered keys land in, shared by layers."""
+    value_buffer: torch.Tensor
+    covers_batch: bool
+    """Whether these are all the batch's tokens, in order, so no row shuffling is needed."""
+
+    @property
+    def num_seqs(self) -> int:
+        return self.token_indices.numel()
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillChunk:
+    """A sequence with several new tokens (rows ``start:end``), attended on its own."""
+
+    start: int
+    end: int
+    context_slots: torch.Tensor | None
+    """[context_len] slot of every context token; None when all of it is new this step."""
+    mask: torch.Tensor | None
+    """[num_new, context_len] causal mask offset by the cached tokens; None when fresh."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionBatch:
+    """Everything attention needs about one step, built once and shared by every layer."""
+
+    kv_cache: torch.Tensor
+    """[num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim]."""
+    slot_mapping: torch.Tensor
+    """[num_tokens] cache slot each new token's K/V is written to."""
+    query_lens: tuple[int, ...]
+    context_lens: tuple[int, ...]
+    """Per sequence: tokens of KV after this step (cached plus new)."""
+    block_tables: torch.Tensor
+    """[num_seqs, max_blocks] padded with 0, for kernels that read blocks themselves."""
+    logits_indices: torch.Tensor
+    """Rows whose logits the model computes: the last token of each sampling sequence."""
+    decode: DecodeGroup | None
+    prefills: tuple[PrefillChunk, ...]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.slot_mapping.numel()
+
+    def layer_cache(self, layer_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The key and value cache of one layer, each ``[num_blocks, block_size, H_kv, D]``."""
+        return self.kv_cache[layer_index, 0], self.kv_cache[layer_index, 1]
+
+
+def allocate_kv_cache(
+    num_layers: int,
+    num_blocks: int,
+    block_size: int,
+    num_kv_heads: int,
+    head_dim: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """A zeroed KV cache in the layout ``AttentionBatch.kv_cache`` expects."""
+    shape = (num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim)
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
+def write_kv(
+    cache_k: torch.Tensor,
+    cache_v: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """Store new ``k``/``v`` ([T, H_kv, D]) at their slots of a layer's cache."""
+    num_kv_heads, head_dim = cache_k.shape[-2:]
+    cache_k.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, k.to(cache_k.dtype))
+    cache_v.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, v.to(cache_v.dtype))
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cache_k: torch.Tensor,
+    cache_v: torch.Tensor,
+    batch: AttentionBatch,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Write the step's K/V to the cache, then attend: q [T, H, D] -> [T, H, D]."""
+    write_kv(cache_k, cache_v, k, v, batch.slot_mapping)
+    if batch.decode is not None and batch.decode.covers_batch:
+        return _decode_attention(q, cache_k, cache_v, batch.decode, scale)
+    out = torch.empty_like(q)
+    if batch.decode is not None:
+        rows = batch.decode.token_indices
+        decoded = _decode_attention(q.index_select(0, rows), cache_k, cache_v, batch.decode, scale)
+        out.index_copy_(0, rows, decoded)
+    for chunk in batch.prefills:
+        out[chunk.start : chunk.end] = _prefill_attention(q, k, v, cache_k, cache_v, chunk, scale)
+    return out
+
+
+def _decode_attention(
+    q: torch.Tensor,
+    cache_k: torch.Tensor,
+    cache_v: torch.Tensor,
+    group: DecodeGroup,
+    scale: float | None,
+) -> torch.Tensor:
+    num_seqs, num_heads, head_dim = q.shape
+    num_kv_heads = cache_k.shape[-2]
+    block_numel = cache_k[0].numel()
+    # Gathering into a preallocated buffer matters on CPU: a fresh tensor this size would
+    # page-fault on every layer and cost several times the copy itself.
+    torch.index_select(cache_k.view(-1, block_numel), 0, group.block_ids, out=group.key_buffer)
+    torch.index_select(cache_v.view(-1, block_numel), 0, group.block_ids, out=group.value_buffer)
+    keys = group.key_buffer.view(num_seqs, -1, num_kv_heads, head_dim).transpose(1, 2)
+    values = group.value_buffer.view(num_seqs, -1, num_kv_heads, head_dim).transpose(1, 2)
+    # GQA without repeating K/V: a KV head's query heads become its query "rows".
+    queries = q.view(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=group.mask, scale=scale)
+    return out.reshape(num_seqs, num_heads, head_dim)
+
+
+def _prefill_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cache_k: torch.Tensor,
+    cache_v: torch.Tensor,
+    chunk: PrefillChunk,
+    scale: float | None,
+) -> torch.Tensor:
+    queries = q[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)
+    if chunk.context_slots is None:
+        keys, values = k[chunk.start : chunk.end], v[chunk.start : chunk.end]
+    else:
+        num_kv_heads, head_dim = cache_k.shape[-2:]
+        keys = cache_k.view(-1, num_kv_heads, head_dim).index_select(0, chunk.context_slots)
+        values = cache_v.view(-1, num_kv_heads, head_dim).index_select(0, chunk.context_slots)
+    keys = keys.transpose(0, 1).unsqueeze(0)
+    values = values.transpose(0, 1).unsqueeze(0)
+    out = F.scaled_dot_product_attention(
+        queries,
+        keys.to(queries.dtype),
+        values.to(queries.dtype),
+        attn_mask=chunk.mask,
+        is_causal=chunk.mask is None,
+        scale=scale,
+        enable_gqa=keys.shape[1] != queries.shape[1],
+    )
+    return out.squeeze(0).transpose(0, 1)
+
+
+def build_attention_batch(
+    chunks: Sequence[ChunkLike], kv_cache: torch.Tensor, batch_decodes: bool = True
+) -> AttentionBatch:
+    """The step's attention metadata, on the cache's device.
+
+    ``batch_decodes=False`` attends every sequence on its own: the slow reference path.
+    """
+    device = kv_cache.device
+    block_size = kv_cache.shape[3]
+    query_lens = tuple(len(chunk.positions) for chunk in chunks)
+    context_lens = tuple(chunk.positions[-1] + 1 for chunk in chunks)
+    starts = _cumulative(query_lens)
+    slot_mapping = [slot for chunk in chunks for slot in chunk.slot_mapping]
+    sampled_rows = [starts[i + 1] - 1 for i, chunk in enumerate(chunks) if chunk.samples]
+    is_decode = [batch_decodes and n == 1 for n in query_lens]
+    decode_rows = [i for i, flag in enumerate(is_decode) if flag]
+    decode = None
+    if decode_rows:
+        decode = _decode_group(chunks, decode_rows, starts, kv_cache)
+    prefills = tuple(
+        _prefill_chunk(chunks[i], starts[i], block_size, device)
+        for i in range(len(chunks))
+        if not is_decode[i]
+    )
+    return AttentionBatch(
+        kv_cache=kv_cache,
+        slot_mapping=_long_tensor(slot_mapping, device),
+        query_lens=query_lens,
+        context_lens=context_lens,
+        block_tables=_padded_block_tables([chunk.block_table for chunk in chunks], device),
+        logits_indices=_long_tensor(sampled_rows, device),
+        decode=decode,
+        prefills=prefills,
+    )
+
+
+def _decode_group(
+    chunks: Sequence[ChunkLike], indices: list[int], starts: list[int], kv_cache: torch.Tensor
+) -> DecodeGroup:
+    device = kv_cache.device
+    block_size = kv_cache.shape[3]
+    block_numel = kv_cache[0, 0, 0].numel()
+    context_lens = [chunks[i].positions[-1] + 1 for i in indices]
+    max_blocks = -(-max(context_lens) // block_size)
+    tables = [chunks[i].block_table[:max_blocks] for i in indices]
+    block_ids = _padded_block_tables(tables, device, max_blocks).view(-1)
+    key_positions = torch.arange(max_blocks * block_size, device=device)
+    lens = _long_tensor(context_lens, device)
+    mask = (key_positions[None, :] < lens[:, None]).view(len(indices), 1, 1, -1)
+    buffer_shape = (len(indices) * max_blocks, block_numel)
+    return DecodeGroup(
+        token_indices=_long_tensor([starts[i] for i in indices], device),
+        block_ids=block_ids,
+        mask=mask,
+        key_buffer=torch.empty(buffer_shape, dtype=kv_cache.dtype, device=device),
+        value_buffer=torch.empty(buffer_shape, dtype=kv_cache.dtype, device=device),
+        covers_batch=len(indices) == len(chunks),
+    )
+
+
+def _prefill_chunk(
+    chunk: ChunkLike, start: int, block_size: int, device: torch.device
+) -> PrefillChunk:
+    num_new = len(chunk.positions)
+    context_len = chunk.positions[-1] + 1
+    end = start + num_new
+    if context_len == num_new:
+        return PrefillChunk(start, end, None, None)
+    positions = torch.arange(context_len, device=device)
+    table = _long_tensor(list(chunk.block_table), device)
+    slots = table[positions // block_size] * block_size + positions % block_size
+    query_positions = positions[context_len - num_new :]
+    mask = positions[None, :] <= query_positions[:, None]
+    return PrefillChunk(start, end, slots, mask)
+
+
+def _padded_block_tables(
+    tables: Sequence[Sequence[int]], device: torch.device, width: int | None = None
+) -> torch.Tensor:
+    width = max((len(table) for table in tables), default=0) if width is None else width
+    rows = [[*table, *([0] * (width - len(table)))] for table in tables]
+    return torch.tensor(rows, dtype=torch.long, device=device).view(len(tables), width)
+
+
+def _cumulative(lengths: Sequence[int]) -> list[int]:
+    starts = [0]
+    for length in lengths:
+        starts.append(starts[-1] + length)
+    return starts
+
+
+def _long_tensor(values: Sequence[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long, device=device)
