@@ -177,3 +177,13 @@ async def test_an_idle_batcher_keeps_no_reference_to_the_last_request() -> None:
     gc.collect()
     assert all(r() is None for r in refs)  # memory is given back as soon as the answer is
     await batcher.close()
+
+
+async def test_a_request_larger_than_the_whole_queue_is_refused_not_shed() -> None:
+    from inferd.errors import PayloadTooLarge
+
+    batcher = DynamicBatcher("m", FakeRunner(), BatchPolicy(max_batch_size=4), max_queue_rows=10)
+    batcher.start()
+    with pytest.raises(PayloadTooLarge, match="11 rows is larger than model 'm' can ever queue"):
+        await batcher.submit(rows(0, 11), 11)
+    await batcher.close()

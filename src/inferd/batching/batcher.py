@@ -18,7 +18,7 @@ import numpy as np
 
 from inferd.batching.policy import BatchPolicy, split_rows, take_batch
 from inferd.clock import Clock, MonotonicClock
-from inferd.errors import InferdError, ModelError, Overloaded
+from inferd.errors import InferdError, ModelError, Overloaded, PayloadTooLarge
 
 Tensors = dict[str, np.ndarray]
 RunBatch = Callable[[Tensors], Awaitable[Tensors]]
@@ -102,6 +102,12 @@ class DynamicBatcher:
         A request larger than the batch size is cut into pieces that ride in separate batches,
         and its outputs are put back together in order.
         """
+        if rows > self._max_queue_rows:
+            # Retrying could never help, so this is the client's error, not overload.
+            raise PayloadTooLarge(
+                f"request of {rows} rows is larger than model {self.name!r} can ever queue "
+                f"({self._max_queue_rows} rows, max_queue_rows); send it in smaller requests"
+            )
         limit = self._policy.max_batch_size
         if not self._batched or rows <= limit:
             return await self._enqueue(inputs, rows)

@@ -49,7 +49,7 @@ class ThreadReplica:
             outputs = self._backend.predict(inputs)
         except InferdError:
             raise
-        except Exception as e:
+        except BaseException as e:  # SystemExit from model code must not end the server
             logger.warning("model %r raised %s: %s", self._model_name, type(e).__name__, e)
             raise ModelError(f"model {self._model_name!r} raised {type(e).__name__}: {e}") from None
         if not isinstance(outputs, dict) or not all(
