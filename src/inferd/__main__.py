@@ -2,4 +2,6 @@
 
 from inferd.cli import main
 
-raise SystemExit(main())
+# Guarded: replica processes are spawned, and spawn imports the parent's main module again.
+if __name__ == "__main__":
+    raise SystemExit(main())

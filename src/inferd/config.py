@@ -6,18 +6,40 @@ A model folder holds its files and an optional ``model.toml``::
     backend = "sklearn"             # python | torch | onnx | sklearn; default: from the model file
     file = "model.joblib"           # default: the one model file in the folder
     entry_point = "model.py:Echo"   # python backend (class) or torch backend (nn.Module factory)
-    instances = 1                   # parallel copies of the model
+    instances = 1                   # copies of the model, each in a process of its own
+    threads = 0                     # compute threads per copy (0: the cores shared out)
+    idempotent = true               # a batch may be retried elsewhere if its replica dies
+    isolation = "process"           # or "thread": in the server's process, no crash isolation
     device = "auto"                 # auto | cpu | cuda
 
     [batching]
     max_batch_size = 64             # rows per batch; 0 means the model takes no batch axis
-    max_queue_delay_ms = 0.0        # how long a batch may wait to fill once a runner is free
+    max_queue_delay_ms = 0.0        # how long a batch may wait to fill once a replica is free
+    preferred_batch_sizes = []      # sizes dispatched at once and taken exactly
+    slo_p99_ms = 0                  # a p99 target: the batcher then picks delay and size itself
+    max_batch_bytes = 67108864      # input bytes per batch
     max_queue_rows = 8192           # rows allowed to wait; past it requests get 503 + Retry-After
+    max_queue_bytes = 536870912     # input bytes allowed to wait, likewise
+    priority_levels = 1             # requests' parameters.priority: 1 (most urgent) .. levels
+    default_priority = 1
+    timeout_ms = 60000              # deadline of requests that set none
+    variable_dims = "group"         # or "pad": pad variable dims to the batch's longest
+    pad_value = 0
 
     [[inputs]]                      # optional where the model file declares its signature
     name = "input"
     datatype = "FP32"
     shape = [-1, 16]                # the batch axis included, -1 for any size
+
+    [autoscaling]                   # optional; without it, ``instances`` replicas run
+    min_replicas = 1                # 0: scale to zero when idle, cold start on the next request
+    max_replicas = 4
+    target_ongoing_requests = 2     # in flight + queued per replica
+    upscale_delay_s = 5
+    downscale_delay_s = 60
+    scale_to_zero_after_s = 300
+
+    price_per_hour = 0.0            # one replica's hardware, for cost per inference
 
     [parameters]                    # free-form, handed to a python backend's constructor
 
@@ -57,14 +79,44 @@ class TensorSpec:
 
 @dataclass(frozen=True, slots=True)
 class BatchingConfig:
-    """How requests are grouped into batches."""
+    """How requests are grouped into batches, and how much may wait."""
 
     max_batch_size: int = 64
     """Most rows (items along the batch axis) in one batch; 0 disables batching."""
     max_queue_delay_ms: float = 0.0
-    """Longest a batch waits to fill once a runner is free (0: go as soon as one is free)."""
+    """Longest a batch waits to fill once a replica is free (0: go as soon as one is free)."""
+    preferred_batch_sizes: tuple[int, ...] = ()
+    """Sizes dispatched at once, and taken exactly, before the delay runs out."""
+    slo_p99_ms: float = 0.0
+    """A p99 latency target; when set, the batcher picks delay and size itself (SLO mode)."""
+    max_batch_bytes: int = 64 * 1024 * 1024
+    """Most input bytes in one batch (a larger request is split; one request always goes)."""
     max_queue_rows: int = 8192
     """Rows that may wait; past this, requests are shed with 503 and Retry-After."""
+    max_queue_bytes: int = 512 * 1024 * 1024
+    """Input bytes that may wait; past this, requests are shed with 503 and Retry-After."""
+    priority_levels: int = 1
+    """Requests carry parameters.priority 1..levels (1 most urgent; 0 or absent = default)."""
+    default_priority: int = 1
+    timeout_ms: float = 60000.0
+    """Deadline of a request that sets none (parameters.timeout in µs, or inferd-timeout-ms)."""
+    variable_dims: str = "group"
+    """Inputs whose non-batch dims vary: 'group' batches only equal shapes; 'pad' pads them."""
+    pad_value: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalingConfig:
+    """Replica count bounds and how fast to follow the load (``[autoscaling]``)."""
+
+    min_replicas: int = 1
+    """0 lets an idle model scale to zero; the next request then waits for a cold start."""
+    max_replicas: int = 1
+    target_ongoing_requests: float = 2.0
+    """Requests in flight or queued per replica to aim for."""
+    upscale_delay_s: float = 5.0
+    downscale_delay_s: float = 60.0
+    scale_to_zero_after_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +135,16 @@ class ModelConfig:
     outputs: tuple[TensorSpec, ...] = ()
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     instances: int = 1
+    threads: int = 0
+    """Compute threads per instance; 0 = the cores divided among the instances."""
+    idempotent: bool = True
+    """Whether a batch may be retried on another replica when its replica dies."""
+    isolation: str = "process"
+    """process: each instance in a process of its own; thread: in the server's process."""
+    autoscaling: AutoscalingConfig | None = None
+    """None: a fixed number of ``instances``."""
+    price_per_hour: float | None = None
+    """What one replica's hardware costs per hour; None: the server's price."""
     device: str = "auto"
     version: str = "1"
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -130,6 +192,8 @@ class ServerConfig:
     max_body_bytes: int = 64 * 1024 * 1024
     """Largest request body accepted; larger ones get 413."""
     log_level: str = "info"
+    price_per_hour: float = 0.0
+    """What one replica's hardware costs per hour, for models that set no price."""
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -201,21 +265,84 @@ def _read_tensors(table: _Table, key: str) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
+def _read_autoscaling(table: _Table) -> AutoscalingConfig | None:
+    if "autoscaling" not in table.data:
+        table.get("autoscaling", dict, None, "a table")
+        return None
+    sub = table.table("autoscaling")
+    values = {
+        "min_replicas": _count(sub, "min_replicas", 1, 0, "0 allows scaling to zero"),
+        "max_replicas": _count(sub, "max_replicas", 1, 1, "most replicas"),
+        "target_ongoing_requests": _number(sub, "target_ongoing_requests", 2.0),
+        "upscale_delay_s": _number(sub, "upscale_delay_s", 5.0),
+        "downscale_delay_s": _number(sub, "downscale_delay_s", 60.0),
+        "scale_to_zero_after_s": _number(sub, "scale_to_zero_after_s", 300.0),
+    }
+    if values["max_replicas"] < values["min_replicas"]:
+        raise sub.error("max_replicas", "an integer >= min_replicas")
+    if values["target_ongoing_requests"] <= 0:
+        raise sub.error("target_ongoing_requests", "a number > 0")
+    sub.reject_unknown()
+    return AutoscalingConfig(**values)
+
+
+def _optional_number(t: _Table, key: str) -> float | None:
+    if key not in t.data:
+        t.get(key, (int, float), None, "a number >= 0")
+        return None
+    return _number(t, key, 0.0)
+
+
+def _read_isolation(table: _Table) -> str:
+    isolation = table.get("isolation", str, "process", "'process' or 'thread'")
+    if isolation not in ("process", "thread"):
+        raise table.error("isolation", "'process' or 'thread'")
+    return str(isolation)
+
+
 def _read_batching(table: _Table) -> BatchingConfig:
     sub = table.table("batching")
-    size = sub.get("max_batch_size", int, 64, "an integer >= 0 (rows per batch; 0 = no batching)")
-    if size < 0:
-        raise sub.error("max_batch_size", "an integer >= 0 (rows per batch; 0 = no batching)")
-    delay = sub.get("max_queue_delay_ms", (int, float), 0.0, "a number of milliseconds >= 0")
-    if delay < 0:
-        raise sub.error("max_queue_delay_ms", "a number of milliseconds >= 0")
-    queue = sub.get("max_queue_rows", int, 8192, "an integer >= 1 (rows allowed to wait)")
-    if queue < 1:
-        raise sub.error("max_queue_rows", "an integer >= 1 (rows allowed to wait)")
+    values = {
+        "max_batch_size": _count(sub, "max_batch_size", 64, 0, "rows per batch; 0 = no batching"),
+        "max_queue_delay_ms": _number(sub, "max_queue_delay_ms", 0.0),
+        "slo_p99_ms": _number(sub, "slo_p99_ms", 0.0),
+        "max_batch_bytes": _count(sub, "max_batch_bytes", 64 << 20, 1, "bytes per batch"),
+        "max_queue_rows": _count(sub, "max_queue_rows", 8192, 1, "rows allowed to wait"),
+        "max_queue_bytes": _count(sub, "max_queue_bytes", 512 << 20, 1, "bytes allowed to wait"),
+        "priority_levels": _count(sub, "priority_levels", 1, 1, "number of priority levels"),
+        "default_priority": _count(sub, "default_priority", 1, 1, "a level 1..priority_levels"),
+        "timeout_ms": _number(sub, "timeout_ms", 60000.0),
+        "pad_value": _number(sub, "pad_value", 0.0),
+        "preferred_batch_sizes": _sizes(sub),
+        "variable_dims": sub.get("variable_dims", str, "group", "'group' or 'pad'"),
+    }
+    if values["variable_dims"] not in ("group", "pad"):
+        raise sub.error("variable_dims", "'group' or 'pad'")
+    if values["default_priority"] > values["priority_levels"]:
+        raise sub.error("default_priority", "a level between 1 and priority_levels")
     sub.reject_unknown()
-    return BatchingConfig(
-        max_batch_size=size, max_queue_delay_ms=float(delay), max_queue_rows=queue
-    )
+    return BatchingConfig(**values)
+
+
+def _count(t: _Table, key: str, default: int, minimum: int, what: str) -> int:
+    value: int = t.get(key, int, default, f"an integer >= {minimum} ({what})")
+    if value < minimum:
+        raise t.error(key, f"an integer >= {minimum} ({what})")
+    return value
+
+
+def _number(t: _Table, key: str, default: float) -> float:
+    value = t.get(key, (int, float), default, "a number >= 0")
+    if value < 0:
+        raise t.error(key, "a number >= 0")
+    return float(value)
+
+
+def _sizes(t: _Table) -> tuple[int, ...]:
+    sizes = t.get("preferred_batch_sizes", list, [], "a list of batch sizes (integers >= 1)")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+        raise t.error("preferred_batch_sizes", "a list of batch sizes (integers >= 1)")
+    return tuple(sorted(set(sizes)))
 
 
 def model_config_from_dict(
@@ -235,6 +362,9 @@ def model_config_from_dict(
     instances = t.get("instances", int, 1, "an integer >= 1")
     if instances < 1:
         raise t.error("instances", "an integer >= 1")
+    threads = t.get("threads", int, 0, "an integer >= 0 (0 = automatic)")
+    if threads < 0:
+        raise t.error("threads", "an integer >= 0 (0 = automatic)")
     device = t.get("device", str, "auto", "one of " + ", ".join(DEVICES))
     if device not in DEVICES:
         raise t.error("device", "one of " + ", ".join(DEVICES))
@@ -245,6 +375,11 @@ def model_config_from_dict(
         "file": model_file,
         "entry_point": t.get("entry_point", str, None, "'module.py:Name' or 'pkg.module:Name'"),
         "instances": instances,
+        "threads": threads,
+        "idempotent": t.get("idempotent", bool, True, "true or false"),
+        "isolation": _read_isolation(t),
+        "autoscaling": _read_autoscaling(t),
+        "price_per_hour": _optional_number(t, "price_per_hour"),
         "device": device,
         "version": str(t.get("version", (str, int), "1", "a version (string or integer)")),
         "batching": _read_batching(t),
@@ -280,6 +415,7 @@ def load_server_config(path: Path | None, **overrides: Any) -> ServerConfig:
             ("port", int, "a port number 0-65535"),
             ("max_body_bytes", int, "a number of bytes > 0"),
             ("log_level", str, "one of critical, error, warning, info, debug"),
+            ("price_per_hour", (int, float), "a price per replica-hour >= 0"),
         ):
             if key in t.data:
                 values[key] = t.get(key, kind, None, expected)

@@ -10,6 +10,7 @@
     ├── MethodNotAllowed            405  known route, wrong verb
     ├── ModelNotReady               503  model failed to load or is still loading
     ├── Overloaded                  503  load shed; carries ``retry_after`` seconds
+    ├── ReplicaUnavailable          503  the replica computing the request died (not retried)
     ├── RequestTimeout              504  deadline passed before the answer was computed
     └── ModelError                  500  the model itself raised while predicting
 
@@ -77,6 +78,12 @@ class Overloaded(InferdError):
 
     def __reduce__(self) -> tuple[type, tuple[str, float]]:  # type: ignore[override]
         return (type(self), (self.message, self.retry_after))
+
+
+class ReplicaUnavailable(InferdError):
+    """The replica computing a batch died; the pool retries idempotent models elsewhere."""
+
+    status_code = 503
 
 
 class RequestTimeout(InferdError):

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inferd.batching.policy import BatchPolicy, split_rows, take_batch
+from inferd.batching.policy import BatchPolicy, split_rows
 
 
 def test_full_batch_goes_at_once() -> None:
@@ -27,36 +27,14 @@ def test_zero_delay_never_waits() -> None:
     assert policy.wait_before_dispatch(1, oldest_arrival=5.0, now=5.0) == 0.0
 
 
-def test_take_batch_respects_rows_and_keys() -> None:
-    # rows:      4    4    2    1    8
-    # keys:      a    a    b    a    a
-    chosen = take_batch([4, 4, 2, 1, 8], ["a", "a", "b", "a", "a"], max_rows=9)
-    assert chosen == [0, 1, 3]
-
-
-def test_the_oldest_request_always_goes_even_if_alone() -> None:
-    assert take_batch([5, 1], ["x", "x"], max_rows=5) == [0]
-
-
-@given(
-    st.lists(st.tuples(st.integers(1, 16), st.sampled_from("abc")), min_size=1, max_size=40),
-    st.integers(16, 64),
-)
-def test_take_batch_invariants(items: list[tuple[int, str]], max_rows: int) -> None:
-    rows = [r for r, _ in items]
-    keys = [k for _, k in items]
-    chosen = take_batch(rows, keys, max_rows)
-    assert chosen[0] == 0
-    assert chosen == sorted(set(chosen))  # in arrival order, no duplicates
-    assert sum(rows[i] for i in chosen) <= max_rows
-    assert all(keys[i] == keys[0] for i in chosen)
-    # Greedy: nothing left out that would still have fitted at its turn.
-    total = 0
-    for i in range(len(rows)):
-        if i in chosen:
-            total += rows[i]
-        elif keys[i] == keys[0] and total + rows[i] <= max_rows and total < max_rows:
-            raise AssertionError(f"request {i} fitted but was left out")
+def test_preferred_sizes_dispatch_early_and_are_taken_exactly() -> None:
+    policy = BatchPolicy(max_batch_size=16, max_queue_delay_s=0.010, preferred_batch_sizes=(4, 8))
+    assert policy.wait_before_dispatch(3, oldest_arrival=0.0, now=0.0) > 0
+    assert policy.wait_before_dispatch(6, oldest_arrival=0.0, now=0.0) == 0.0
+    assert policy.take_rows(6, oldest_arrival=0.0, now=0.0) == 4
+    assert policy.take_rows(9, oldest_arrival=0.0, now=0.0) == 8
+    # once the delay has run out, everything pending goes
+    assert policy.take_rows(6, oldest_arrival=0.0, now=0.011) == 16
 
 
 @given(st.integers(1, 1000), st.integers(1, 100))

@@ -7,9 +7,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from inferd.batching.batcher import DynamicBatcher
+from inferd.batching.batcher import Answer, BatcherConfig, DynamicBatcher, FixedCapacity
 from inferd.batching.policy import BatchPolicy
-from inferd.errors import ModelError, Overloaded
+from inferd.batching.queue import QueueLimits
+from inferd.errors import ModelError, Overloaded, RequestTimeout
 
 Tensors = dict[str, np.ndarray]
 
@@ -32,19 +33,36 @@ class FakeRunner:
         return {"y": x * 2}
 
 
+def make(
+    run: object,
+    max_batch_size: int,
+    max_queue_rows: int = 8192,
+    batched: bool = True,
+    concurrency: int = 1,
+    priority_levels: int = 1,
+) -> DynamicBatcher:
+    config = BatcherConfig(
+        limits=QueueLimits(max_rows=max_queue_rows, priority_levels=priority_levels),
+        batched=batched,
+    )
+    policy = BatchPolicy(max_batch_size=max_batch_size)
+    return DynamicBatcher("m", run, policy, FixedCapacity(concurrency), config)  # type: ignore[arg-type]
+
+
 def rows(start: int, n: int) -> Tensors:
     return {"x": np.arange(start, start + n, dtype=np.float32).reshape(n, 1)}
 
 
 async def run(batcher: DynamicBatcher, *requests: Tensors) -> list[Tensors | BaseException]:
-    return await asyncio.gather(
+    answers = await asyncio.gather(
         *(batcher.submit(r, r["x"].shape[0]) for r in requests), return_exceptions=True
     )
+    return [a.outputs if isinstance(a, Answer) else a for a in answers]
 
 
 async def test_requests_arriving_while_busy_share_the_next_batch() -> None:
     runner = FakeRunner()
-    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=8))
+    batcher = make(runner, 8)
     batcher.start()
     runner.gate.clear()
     first = asyncio.ensure_future(batcher.submit(rows(0, 1), 1))
@@ -58,13 +76,13 @@ async def test_requests_arriving_while_busy_share_the_next_batch() -> None:
     results = await asyncio.gather(first, *rest)
     assert runner.batches == [1, 5]
     for i, out in enumerate(results):
-        np.testing.assert_array_equal(out["y"], [[2.0 * i]])
+        np.testing.assert_array_equal(out.outputs["y"], [[2.0 * i]])
     await batcher.close()
 
 
 async def test_each_request_gets_its_own_rows_back() -> None:
     runner = FakeRunner()
-    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=64))
+    batcher = make(runner, 64)
     batcher.start()
     requests = [rows(10 * i, i + 1) for i in range(6)]
     results = await run(batcher, *requests)
@@ -76,7 +94,7 @@ async def test_each_request_gets_its_own_rows_back() -> None:
 
 async def test_a_request_larger_than_the_batch_is_split_and_reassembled() -> None:
     runner = FakeRunner()
-    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=4))
+    batcher = make(runner, 4)
     batcher.start()
     [out] = await run(batcher, rows(0, 10))
     assert isinstance(out, dict)
@@ -87,7 +105,7 @@ async def test_a_request_larger_than_the_batch_is_split_and_reassembled() -> Non
 
 async def test_a_failing_row_fails_only_its_own_request() -> None:
     runner = FakeRunner(fail_on=3.0)
-    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=64))
+    batcher = make(runner, 64)
     batcher.start()
     results = await run(batcher, *(rows(i, 1) for i in range(6)))
     assert isinstance(results[3], ModelError)
@@ -101,7 +119,7 @@ async def test_a_failing_row_fails_only_its_own_request() -> None:
 async def test_queue_over_its_bound_sheds_with_overloaded() -> None:
     runner = FakeRunner()
     runner.gate.clear()
-    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=2), max_queue_rows=4)
+    batcher = make(runner, 2, max_queue_rows=4)
     batcher.start()
     pending = [asyncio.ensure_future(batcher.submit(rows(i, 1), 1)) for i in range(4)]
     for _ in range(5):
@@ -120,7 +138,7 @@ async def test_queue_over_its_bound_sheds_with_overloaded() -> None:
 async def test_cancelled_requests_are_not_computed() -> None:
     runner = FakeRunner()
     runner.gate.clear()
-    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=1))
+    batcher = make(runner, 1)
     batcher.start()
     first = asyncio.ensure_future(batcher.submit(rows(0, 1), 1))
     while not runner.batches:
@@ -142,11 +160,11 @@ async def test_unbatched_models_get_requests_unchanged() -> None:
         seen.append(inputs["x"].shape)
         return {"y": inputs["x"].sum(keepdims=True)}
 
-    batcher = DynamicBatcher("m", run_one, BatchPolicy(max_batch_size=1), batched=False)
+    batcher = make(run_one, 1, batched=False)
     batcher.start()
     out = await batcher.submit({"x": np.ones((3, 3), np.float32)}, 1)
     assert seen == [(3, 3)]
-    np.testing.assert_array_equal(out["y"], [[9.0]])
+    np.testing.assert_array_equal(out.outputs["y"], [[9.0]])
     await batcher.close()
 
 
@@ -154,7 +172,7 @@ async def test_wrong_number_of_output_rows_is_a_model_error() -> None:
     async def bad(inputs: Tensors) -> Tensors:
         return {"y": inputs["x"][:1]}
 
-    batcher = DynamicBatcher("m", bad, BatchPolicy(max_batch_size=8))
+    batcher = make(bad, 8)
     batcher.start()
     with pytest.raises(ModelError, match="returned 1 rows in output 'y' for a batch of 3 rows"):
         await batcher.submit(rows(0, 3), 3)
@@ -166,11 +184,11 @@ async def test_an_idle_batcher_keeps_no_reference_to_the_last_request() -> None:
     import weakref
 
     runner = FakeRunner()
-    batcher = DynamicBatcher("m", runner, BatchPolicy(max_batch_size=8))
+    batcher = make(runner, 8)
     batcher.start()
     request = rows(0, 4)
     out = await batcher.submit(request, 4)
-    refs = [weakref.ref(request["x"]), weakref.ref(out["y"].base)]
+    refs = [weakref.ref(request["x"]), weakref.ref(out.outputs["y"].base)]
     del request, out
     for _ in range(3):
         await asyncio.sleep(0)
@@ -182,8 +200,61 @@ async def test_an_idle_batcher_keeps_no_reference_to_the_last_request() -> None:
 async def test_a_request_larger_than_the_whole_queue_is_refused_not_shed() -> None:
     from inferd.errors import PayloadTooLarge
 
-    batcher = DynamicBatcher("m", FakeRunner(), BatchPolicy(max_batch_size=4), max_queue_rows=10)
+    batcher = make(FakeRunner(), 4, max_queue_rows=10)
     batcher.start()
-    with pytest.raises(PayloadTooLarge, match="11 rows is larger than model 'm' can ever queue"):
+    with pytest.raises(
+        PayloadTooLarge, match="11 rows / 44 bytes is larger than model 'm' can ever queue"
+    ):
         await batcher.submit(rows(0, 11), 11)
+    await batcher.close()
+
+
+async def test_a_request_past_its_deadline_is_answered_and_never_computed() -> None:
+    runner = FakeRunner()
+    runner.gate.clear()
+    batcher = make(runner, 1)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(rows(0, 1), 1))
+    while not runner.batches:
+        await asyncio.sleep(0)
+    with pytest.raises(RequestTimeout, match="deadline of 0 ms"):
+        await batcher.submit(rows(1, 1), 1, timeout_s=0.0001)
+    runner.gate.set()
+    await first
+    await asyncio.sleep(0)
+    assert runner.batches == [1]  # the expired request never reached the model
+    assert batcher.queued_rows == 0
+    await batcher.close()
+
+
+async def test_more_urgent_requests_go_first() -> None:
+    runner = FakeRunner()
+    runner.gate.clear()
+    batcher = make(runner, 1, priority_levels=2)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(rows(0, 1), 1))
+    while not runner.batches:
+        await asyncio.sleep(0)
+    order: list[int] = []
+
+    async def tracked(value: int, priority: int) -> None:
+        out = await batcher.submit(rows(value, 1), 1, priority=priority)
+        order.append(int(out.outputs["y"][0, 0] / 2))
+
+    low = [asyncio.ensure_future(tracked(v, 2)) for v in (10, 11)]
+    await asyncio.sleep(0)
+    high = asyncio.ensure_future(tracked(20, 1))
+    await asyncio.sleep(0)
+    runner.gate.set()
+    await asyncio.gather(first, *low, high)
+    assert order == [20, 10, 11]
+    await batcher.close()
+
+
+async def test_the_answer_reports_queue_and_compute_time_and_batch_rows() -> None:
+    batcher = make(FakeRunner(), 64)
+    batcher.start()
+    answers = await asyncio.gather(*(batcher.submit(rows(i, 2), 2) for i in range(3)))
+    assert sum(a.batch_rows for a in answers) >= 6
+    assert all(a.queue_s >= 0 and a.compute_s >= 0 for a in answers)
     await batcher.close()

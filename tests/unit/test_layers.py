@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "inferd"
 # Lower number = lower layer. A module may import only its own layer or lower ones.
 LAYERS: dict[str, int] = {
     "version": 0, "errors": 0, "clock": 0, "datatypes": 0, "config": 0, "signature": 0,
+    "metrics": 0,
     "backends": 1, "llm": 1, "repository": 1, "demo": 1,
     "batching": 2,
     "replicas": 3,
@@ -21,7 +22,11 @@ LAYERS: dict[str, int] = {
 }  # fmt: skip
 
 # The hard logic stays pure: no torch, no asyncio, no threads or processes.
-PURE = ["llm/sequence.py", "llm/kv_cache.py", "llm/scheduler.py", "batching/policy.py"]
+PURE = [
+    "llm/sequence.py", "llm/kv_cache.py", "llm/scheduler.py",
+    "batching/policy.py", "batching/queue.py", "batching/slo.py",
+    "replicas/router.py", "replicas/autoscaler.py", "metrics/window.py",
+]  # fmt: skip
 IMPURE = {"torch", "asyncio", "threading", "multiprocessing", "concurrent", "numpy"}
 
 # torch may be imported only where the model math lives.
@@ -72,3 +77,13 @@ def test_torch_only_where_the_model_math_lives(path: Path) -> None:
     if any(rel.startswith(allowed) for allowed in TORCH_ALLOWED):
         return
     assert "torch" not in {n.split(".")[0] for n in _imports(path)}, f"{rel} imports torch"
+
+
+def test_every_autoscaler_reason_has_a_metric_label() -> None:
+    from inferd.metrics.instruments import SCALING_REASONS
+    from inferd.replicas.autoscaler import REASONS
+    from inferd.replicas.scaling import _METRIC_REASONS
+
+    changing = {r for r in REASONS if not r.startswith(("waiting", "at_", "steady"))}
+    assert changing <= set(_METRIC_REASONS)
+    assert set(_METRIC_REASONS.values()) <= set(SCALING_REASONS)

@@ -54,7 +54,9 @@ class OnnxBackend:
         """Create the session; a broken file raises ``ConfigError`` with onnxruntime's message."""
         path = model_file(self.config)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = min(os.cpu_count() or 1, MAX_INTRA_OP_THREADS)
+        options.intra_op_num_threads = self.config.threads or min(
+            os.cpu_count() or 1, MAX_INTRA_OP_THREADS
+        )
         providers = _providers(self.config, ort.get_available_providers())
         try:
             session = ort.InferenceSession(str(path), sess_options=options, providers=providers)

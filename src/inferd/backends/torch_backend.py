@@ -47,6 +47,8 @@ class TorchBackend:
 
     def load(self) -> None:
         """Build or load the model on its device, in eval mode."""
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
         self._device = _device(self.config)
         if self.config.entry_point is not None:
             model = self._load_factory(self.config.entry_point)

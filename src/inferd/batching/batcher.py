@@ -1,41 +1,117 @@
 """The dynamic batcher: requests in, batches out to a ``run_batch`` coroutine, answers fanned back.
 
-One asyncio task per model forms batches; each batch runs as its own task so that up to
-``concurrency`` batches (one per replica) are in flight. The batcher knows nothing of models,
-threads or processes: it is handed a coroutine that computes one batch.
+One asyncio task per model forms batches whenever the replicas have room (``Capacity``); each
+batch runs as its own task. The batcher knows nothing of models, threads or processes: it is
+handed a coroutine that computes one batch and a capacity to wait on. What to take and when to
+go is the policy's call (``policy.BatchPolicy`` or the SLO controller).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from inferd.batching.policy import BatchPolicy, split_rows, take_batch
+from inferd.batching.policy import split_rows
+from inferd.batching.queue import Entry, QueueLimits, RequestQueue
 from inferd.clock import Clock, MonotonicClock
-from inferd.errors import InferdError, ModelError, Overloaded, PayloadTooLarge
+from inferd.errors import InferdError, ModelError, ReplicaUnavailable, RequestTimeout
 
 Tensors = dict[str, np.ndarray]
 RunBatch = Callable[[Tensors], Awaitable[Tensors]]
 
 logger = logging.getLogger("inferd.batching")
 
-# The loop re-checks its state at least this often even if no event arrives (every wait is bounded).
+# The loop re-checks its state at least this often even if nothing wakes it (every wait is bounded).
 _IDLE_POLL_S = 1.0
 
 
+class Capacity(Protocol):
+    """Room for batches in flight (the replica pool, or a fixed number)."""
+
+    async def acquire(self, timeout: float) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+class FixedCapacity:
+    """At most ``n`` batches in flight (the batcher's loop is its only caller of ``acquire``)."""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def acquire(self, timeout: float) -> bool:
+        if self._free == 0:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait((self._waiter,), timeout=timeout)
+            finally:
+                self._waiter = None
+        if self._free == 0:
+            return False
+        self._free -= 1
+        return True
+
+    def release(self) -> None:
+        self._free += 1
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class DispatchPolicy(Protocol):
+    """When to send a batch and how many rows it may hold."""
+
+    def max_rows(self) -> int: ...
+
+    def wait_before_dispatch(
+        self, pending_rows: int, oldest_arrival: float, now: float
+    ) -> float: ...
+
+    def take_rows(self, pending_rows: int, oldest_arrival: float, now: float) -> int: ...
+
+    def on_arrival(self, now: float, rows: int) -> None: ...
+
+    def on_batch_done(self, rows: int, compute_s: float) -> None: ...
+
+    def on_request_done(self, total_s: float) -> None: ...
+
+
+class BatchObserver(Protocol):
+    """Told about every computed batch (the model's metrics)."""
+
+    def observe_batch(self, rows: int, max_rows: int, compute_s: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatcherConfig:
+    """Limits of one model's batches and queue."""
+
+    max_batch_bytes: int = 64 * 1024 * 1024
+    limits: QueueLimits = field(default_factory=QueueLimits)
+    batched: bool = True
+    default_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A request's outputs and what it cost in time."""
+
+    outputs: Tensors
+    queue_s: float
+    compute_s: float
+    batch_rows: int
+    """Rows in the batch(es) it rode in, for its share of the cost."""
+
+
 @dataclass(slots=True)
-class _Pending:
+class _Ticket:
     inputs: Tensors
-    rows: int
-    key: Hashable
-    future: asyncio.Future[Tensors]
-    arrival: float
+    future: asyncio.Future[tuple[Tensors, float, float, int]]
 
 
 def stack_key(inputs: Tensors) -> Hashable:
@@ -44,35 +120,40 @@ def stack_key(inputs: Tensors) -> Hashable:
 
 
 class DynamicBatcher:
-    """Groups concurrent requests of one model into batches of at most ``max_batch_size`` rows."""
+    """Groups concurrent requests of one model into batches."""
 
     def __init__(
         self,
         name: str,
         run_batch: RunBatch,
-        policy: BatchPolicy,
-        concurrency: int = 1,
-        max_queue_rows: int = 8192,
-        batched: bool = True,
+        policy: DispatchPolicy,
+        capacity: Capacity,
+        config: BatcherConfig | None = None,
         clock: Clock | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.name = name
+        self._observer = observer
         self._run_batch = run_batch
         self._policy = policy
-        self._batched = batched
-        self._max_queue_rows = max_queue_rows
+        self._capacity = capacity
+        self._config = config or BatcherConfig()
         self._clock = clock or MonotonicClock()
-        self._queue: deque[_Pending] = deque()
-        self._queued_rows = 0
-        self._slots = asyncio.Semaphore(concurrency)
+        self._queue = RequestQueue(name, self._config.limits)
         self._waiter: asyncio.Future[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self.in_flight = 0
 
     @property
     def queued_rows(self) -> int:
         """Rows waiting for a batch."""
-        return self._queued_rows
+        return self._queue.rows
+
+    @property
+    def queued_requests(self) -> int:
+        """Requests (or request pieces) waiting for a batch."""
+        return len(self._queue)
 
     def start(self) -> None:
         """Start forming batches (call from the event loop)."""
@@ -85,85 +166,93 @@ class DynamicBatcher:
         """Stop forming batches, wait for running ones, and fail whatever is still queued."""
         if self._loop_task is not None:
             self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            await asyncio.wait((self._loop_task,), timeout=5.0)
             self._loop_task = None
         if self._running:
             await asyncio.wait(self._running, timeout=30.0)
-        while self._queue:
-            pending = self._queue.popleft()
-            if not pending.future.done():
-                pending.future.set_exception(Overloaded(f"model {self.name!r} is shutting down"))
-        self._queued_rows = 0
+        for entry in self._queue.remove_if(lambda e: True):
+            _settle(entry.ticket.future, error=InferdError(f"model {self.name!r} is shutting down"))
 
-    async def submit(self, inputs: Tensors, rows: int) -> Tensors:
-        """Queue one request of ``rows`` rows and wait for its outputs.
+    # --- submitting -----------------------------------------------------------------------
 
-        A request larger than the batch size is cut into pieces that ride in separate batches,
-        and its outputs are put back together in order.
+    async def submit(
+        self, inputs: Tensors, rows: int, priority: int = 1, timeout_s: float | None = None
+    ) -> Answer:
+        """Queue one request of ``rows`` rows and wait for its outputs, at most ``timeout_s``.
+
+        A request larger than a batch is cut into pieces that ride in separate batches and are
+        put back together in order. Past the deadline the request is answered with
+        ``RequestTimeout`` and, if it has not started computing, never computed.
         """
-        if rows > self._max_queue_rows:
-            # Retrying could never help, so this is the client's error, not overload.
-            raise PayloadTooLarge(
-                f"request of {rows} rows is larger than model {self.name!r} can ever queue "
-                f"({self._max_queue_rows} rows, max_queue_rows); send it in smaller requests"
-            )
-        limit = self._policy.max_batch_size
-        if not self._batched or rows <= limit:
-            return await self._enqueue(inputs, rows)
-        pieces = [
-            self._enqueue({k: v[start:stop] for k, v in inputs.items()}, stop - start)
-            for start, stop in split_rows(rows, limit)
-        ]
-        parts = await asyncio.gather(*pieces)
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-    def _enqueue(self, inputs: Tensors, rows: int) -> asyncio.Future[Tensors]:
-        if self._queued_rows + rows > self._max_queue_rows:
-            raise Overloaded(
-                f"model {self.name!r} has {self._queued_rows} rows queued (limit "
-                f"{self._max_queue_rows}); retry later",
-                retry_after=1.0,
-            )
-        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        key = stack_key(inputs) if self._batched else None
-        self._queue.append(_Pending(inputs, rows, key, future, self._clock.now()))
-        self._queued_rows += rows
+        now = self._clock.now()
+        timeout = timeout_s if timeout_s is not None else self._config.default_timeout_s
+        nbytes = sum(a.nbytes for a in inputs.values())
+        self._queue.check_fits(rows, nbytes)
+        entries = self._entries(inputs, rows, nbytes, now, now + timeout, priority)
+        self._queue.push(entries)
+        self._policy.on_arrival(now, rows)
         self._wake()
-        return future
+        futures = [e.ticket.future for e in entries]
+        waiting = futures[0] if len(futures) == 1 else asyncio.gather(*futures)
+        try:
+            done = await asyncio.wait_for(waiting, timeout)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"model {self.name!r}: no answer within the request's deadline of "
+                f"{timeout * 1e3:.0f} ms; it was not computed unless it had already started"
+            ) from None
+        parts: list[tuple[Tensors, float, float, int]] = [done] if len(futures) == 1 else done
+        self._policy.on_request_done(self._clock.now() - now)
+        return _join(parts)
+
+    def _entries(
+        self, inputs: Tensors, rows: int, nbytes: int, now: float, deadline: float, priority: int
+    ) -> list[Entry]:
+        loop = asyncio.get_running_loop()
+        batched = self._config.batched
+        limit = self._piece_rows(rows, nbytes)
+        ranges = split_rows(rows, limit) if batched and rows > limit else [(0, rows)]
+        entries = []
+        for start, stop in ranges:
+            piece = inputs if len(ranges) == 1 else {k: v[start:stop] for k, v in inputs.items()}
+            ticket = _Ticket(piece, loop.create_future())
+            key = stack_key(piece) if batched else None
+            size = nbytes * (stop - start) // max(rows, 1)
+            entries.append(Entry(stop - start, size, key, now, deadline, priority, ticket))
+        return entries
+
+    def _piece_rows(self, rows: int, nbytes: int) -> int:
+        by_bytes = self._config.max_batch_bytes * max(rows, 1) // max(nbytes, 1)
+        return max(1, min(self._policy.max_rows(), by_bytes))
 
     # --- the loop -------------------------------------------------------------------------
 
     async def _form_batches(self) -> None:
         while True:
             await self._wait_for_requests()
-            await self._slots.acquire()
+            if not await self._capacity.acquire(timeout=self._poll_timeout()):
+                self._drop_abandoned()  # nothing may run now; let expired requests go
+                continue
             try:
                 await self._wait_for_fill()
                 self._dispatch()
             except BaseException:
-                self._slots.release()
+                self._capacity.release()
                 raise
 
-    def _dispatch(self) -> None:
-        # A method of its own so that no local in the long-lived loop keeps the last batch
-        # (its inputs and outputs) alive while the model sits idle.
-        batch = self._take()
-        if not batch:
-            self._slots.release()
-            return
-        task = asyncio.get_running_loop().create_task(self._run(batch))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+    def _poll_timeout(self) -> float:
+        next_deadline = self._queue.earliest_deadline() - self._clock.now()
+        return max(0.001, min(_IDLE_POLL_S, next_deadline))
 
     async def _wait_for_requests(self) -> None:
-        while not self._queue:
+        while not len(self._queue):
             await self._sleep(_IDLE_POLL_S)
 
     async def _wait_for_fill(self) -> None:
-        while self._queue:
-            oldest = self._queue[0].arrival
-            wait = self._policy.wait_before_dispatch(self._queued_rows, oldest, self._clock.now())
+        while len(self._queue):
+            oldest = self._queue.oldest_arrival()
+            now = self._clock.now()
+            wait = self._policy.wait_before_dispatch(self._queue.rows, oldest, now)
             if wait <= 0.0:
                 return
             await self._sleep(wait)
@@ -184,78 +273,116 @@ class DynamicBatcher:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _take(self) -> list[_Pending]:
-        # Requests whose caller has gone (cancelled future) are dropped, not computed.
-        while self._queue and self._queue[0].future.done():
-            self._queued_rows -= self._queue.popleft().rows
-        if not self._queue:
-            return []
-        if not self._batched:
-            first = self._queue.popleft()
-            self._queued_rows -= first.rows
-            return [first]
-        queued = list(self._queue)
-        chosen = take_batch(
-            [p.rows for p in queued], [p.key for p in queued], self._policy.max_batch_size
-        )
-        picked = set(chosen)
-        batch = [queued[i] for i in chosen]
-        self._queue = deque(p for i, p in enumerate(queued) if i not in picked)
-        self._queued_rows -= sum(p.rows for p in batch)
-        return batch
+    def _drop_abandoned(self) -> None:
+        # A request whose caller has gone (deadline passed, client disconnected) is not computed.
+        self._queue.remove_if(lambda e: e.ticket.future.done())
 
-    async def _run(self, batch: list[_Pending]) -> None:
+    def _dispatch(self) -> None:
+        # A method of its own so that no local in the long-lived loop keeps the last batch
+        # (its inputs and outputs) alive while the model sits idle.
+        self._drop_abandoned()
+        rows = self._policy.take_rows(
+            self._queue.rows, self._queue.oldest_arrival(), self._clock.now()
+        )
+        batch = self._queue.take(rows if self._config.batched else 1, self._config.max_batch_bytes)
+        if not batch:
+            self._capacity.release()
+            return
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[Entry]) -> None:
+        self.in_flight += 1
         try:
             await self._compute(batch)
         finally:
-            self._slots.release()
+            self.in_flight -= 1
+            self._capacity.release()
             self._wake()
 
-    async def _compute(self, batch: list[_Pending]) -> None:
+    async def _compute(self, batch: list[Entry]) -> None:
+        started = self._clock.now()
         try:
             outputs = await self._run_batch(_concatenate(batch))
-            self._fan_out(batch, outputs)
+            compute_s = self._clock.now() - started
+            rows = sum(e.rows for e in batch)
+            self._policy.on_batch_done(rows, compute_s)
+            if self._observer is not None:
+                self._observer.observe_batch(rows, self._policy.max_rows(), compute_s)
+            self._fan_out(batch, outputs, started, compute_s)
         except InferdError as e:
-            if len(batch) > 1 and isinstance(e, ModelError):
-                # One bad request must not fail its batch-mates: retry each alone.
-                await asyncio.gather(*(self._compute([p]) for p in batch))
+            if len(batch) > 1 and isinstance(e, ModelError | ReplicaUnavailable):
+                # One bad request (one that raises, or crashes its replica) must not fail its
+                # batch-mates: retry each alone.
+                await asyncio.gather(*(self._compute([entry]) for entry in batch))
                 return
             _fail(batch, e)
         except Exception as e:  # the run_batch transport itself broke
             logger.exception("model %r: batch failed", self.name)
             _fail(batch, ModelError(f"model {self.name!r} failed: {type(e).__name__}: {e}"))
 
-    def _fan_out(self, batch: list[_Pending], outputs: Tensors) -> None:
-        if not self._batched:
-            _resolve(batch[0].future, outputs)
+    def _fan_out(
+        self, batch: list[Entry], outputs: Tensors, started: float, compute_s: float
+    ) -> None:
+        total = sum(e.rows for e in batch)
+        if not self._config.batched:
+            entry = batch[0]
+            _settle(entry.ticket.future, (outputs, started - entry.arrival, compute_s, 1))
             return
-        total = sum(p.rows for p in batch)
-        for name, array in outputs.items():
-            if array.ndim == 0 or array.shape[0] != total:
-                got = "a scalar" if array.ndim == 0 else f"{array.shape[0]} rows"
-                raise ModelError(
-                    f"model {self.name!r} returned {got} in output {name!r} for a batch of "
-                    f"{total} rows; predict must return one row per input row"
-                )
+        _check_rows(self.name, outputs, total)
         start = 0
-        for p in batch:
-            _resolve(p.future, {k: v[start : start + p.rows] for k, v in outputs.items()})
-            start += p.rows
+        for entry in batch:
+            part = {k: v[start : start + entry.rows] for k, v in outputs.items()}
+            _settle(entry.ticket.future, (part, started - entry.arrival, compute_s, total))
+            start += entry.rows
 
 
-def _concatenate(batch: list[_Pending]) -> Tensors:
+def _check_rows(name: str, outputs: Tensors, total: int) -> None:
+    for output, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            got = "a scalar" if array.ndim == 0 else f"{array.shape[0]} rows"
+            raise ModelError(
+                f"model {name!r} returned {got} in output {output!r} for a batch of "
+                f"{total} rows; predict must return one row per input row"
+            )
+
+
+def _concatenate(batch: list[Entry]) -> Tensors:
     if len(batch) == 1:
-        return batch[0].inputs
-    names = batch[0].inputs.keys()
-    return {n: np.concatenate([p.inputs[n] for p in batch]) for n in names}
+        inputs: Tensors = batch[0].ticket.inputs
+        return inputs
+    names = batch[0].ticket.inputs.keys()
+    return {n: np.concatenate([e.ticket.inputs[n] for e in batch]) for n in names}
 
 
-def _resolve(future: asyncio.Future[Tensors], outputs: Tensors) -> None:
-    if not future.done():
-        future.set_result(outputs)
+def _join(parts: list[tuple[Tensors, float, float, int]]) -> Answer:
+    if len(parts) == 1:
+        outputs, queue_s, compute_s, batch_rows = parts[0]
+        return Answer(outputs, queue_s, compute_s, batch_rows)
+    joined = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+    return Answer(
+        joined,
+        queue_s=max(p[1] for p in parts),
+        compute_s=sum(p[2] for p in parts),
+        batch_rows=sum(p[3] for p in parts),
+    )
 
 
-def _fail(batch: list[_Pending], error: BaseException) -> None:
-    for p in batch:
-        if not p.future.done():
-            p.future.set_exception(error)
+def _settle(
+    future: asyncio.Future[tuple[Tensors, float, float, int]],
+    result: tuple[Tensors, float, float, int] | None = None,
+    error: BaseException | None = None,
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert result is not None
+        future.set_result(result)
+
+
+def _fail(batch: list[Entry], error: BaseException) -> None:
+    for entry in batch:
+        _settle(entry.ticket.future, error=error)

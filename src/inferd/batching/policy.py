@@ -1,13 +1,13 @@
-"""When to dispatch a batch and what goes in it: pure functions, no I/O, time passed in.
+"""When to dispatch a batch and how large it may be: pure, time passed in.
 
-The batcher calls ``wait_before_dispatch`` once a runner is free. A batch leaves as soon as it is
-full, or when its oldest request has waited ``max_queue_delay`` — so at low load a request goes
-out at once (delay 0 by default) and under load batches fill while the runners are busy.
+``BatchPolicy`` is the fixed-delay policy Triton users know: a batch leaves as soon as it is
+full or reaches a preferred size, or when its oldest request has waited ``max_queue_delay``.
+At low load a request goes out at once (delay 0 by default); under load batches fill while the
+replicas are busy. ``slo.SloController`` is the alternative that picks the delay from a target.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 
@@ -18,34 +18,42 @@ class BatchPolicy:
     max_batch_size: int
     """Most rows in one batch (>= 1)."""
     max_queue_delay_s: float = 0.0
-    """Longest the oldest request waits for a batch to fill once a runner is free."""
+    """Longest the oldest request waits for a batch to fill once a replica is free."""
+    preferred_batch_sizes: tuple[int, ...] = ()
+    """Sizes worth dispatching at once, without waiting out the delay."""
+
+    def max_rows(self) -> int:
+        return self.max_batch_size
 
     def wait_before_dispatch(self, pending_rows: int, oldest_arrival: float, now: float) -> float:
         """Seconds to keep waiting for more rows; 0.0 means dispatch now."""
         if pending_rows >= self.max_batch_size:
             return 0.0
+        if any(size <= pending_rows for size in self.preferred_batch_sizes):
+            return 0.0
         return max(0.0, oldest_arrival + self.max_queue_delay_s - now)
 
+    def take_rows(self, pending_rows: int, oldest_arrival: float, now: float) -> int:
+        """How many rows the batch dispatched now takes.
 
-def take_batch(rows: Sequence[int], keys: Sequence[Hashable], max_rows: int) -> list[int]:
-    """Indices of queued requests to put in the next batch.
+        Before the delay runs out, a preferred size is taken exactly (the largest that is
+        pending): models compiled for fixed sizes are why users configure them.
+        """
+        if pending_rows >= self.max_batch_size or not self.preferred_batch_sizes:
+            return self.max_batch_size
+        if now >= oldest_arrival + self.max_queue_delay_s:
+            return self.max_batch_size
+        fitting = [size for size in self.preferred_batch_sizes if size <= pending_rows]
+        return max(fitting) if fitting else self.max_batch_size
 
-    Starts with the oldest request and adds, in arrival order, those whose inputs can be stacked
-    with it (same ``key``: same dtypes and non-batch dims) while the batch stays within
-    ``max_rows``. Later requests may overtake one that does not fit, so a large request never
-    blocks small ones behind it; the oldest request always goes.
-    """
-    if not rows:
-        return []
-    chosen = [0]
-    total = rows[0]
-    for i in range(1, len(rows)):
-        if total >= max_rows:
-            break
-        if keys[i] == keys[0] and total + rows[i] <= max_rows:
-            chosen.append(i)
-            total += rows[i]
-    return chosen
+    def on_arrival(self, now: float, rows: int) -> None:
+        """Fixed policies learn nothing from traffic."""
+
+    def on_batch_done(self, rows: int, compute_s: float) -> None:
+        """Fixed policies learn nothing from traffic."""
+
+    def on_request_done(self, total_s: float) -> None:
+        """Fixed policies learn nothing from traffic."""
 
 
 def split_rows(rows: int, max_rows: int) -> list[tuple[int, int]]:

@@ -1,45 +1,277 @@
-"""A model's replicas and the choice of which one computes the next batch."""
+"""A model's replicas: starting, routing, healing and draining them.
+
+The pool hands the batcher *capacity* (one slot per batch a ready replica may hold), routes
+each batch to the replica with the least outstanding work, retries a batch once elsewhere when
+its replica dies (for idempotent models), restarts dead replicas with exponential backoff, and
+scales up or down on request, draining a replica before stopping it so no request is cut.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+from inferd.clock import Clock, MonotonicClock
+from inferd.config import TensorSpec
+from inferd.errors import InferdError, ReplicaUnavailable, RequestTimeout
 from inferd.replicas.replica import Replica
+from inferd.replicas.router import Router
 
 Tensors = dict[str, np.ndarray]
+OnExit = Callable[[Replica], None]
+ReplicaFactory = Callable[[int, OnExit], Awaitable[Replica]]
+"""Start replica number ``index``; ``on_exit`` is called if it dies later."""
+
+logger = logging.getLogger("inferd.replicas")
 
 
-def least_outstanding(outstanding: Sequence[int]) -> int:
-    """Index of the replica with the fewest batches in flight (the first among equals)."""
-    return min(range(len(outstanding)), key=outstanding.__getitem__)
+class SlotState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    DEAD = "dead"
+
+
+@dataclass(slots=True)
+class _Slot:
+    index: int
+    state: SlotState
+    replica: Replica | None = None
+    outstanding: int = 0
+    started_at: float = 0.0
+    failures: int = 0
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """Exponential backoff for restarting dead replicas."""
+
+    initial_s: float = 0.5
+    max_s: float = 30.0
+    stable_after_s: float = 30.0
+    """A replica that lived this long resets the backoff."""
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.max_s, self.initial_s * 2 ** max(0, failures - 1)))
 
 
 class ReplicaPool:
-    """Routes each batch to the replica with the least outstanding work."""
+    """The replicas of one model."""
 
-    def __init__(self, replicas: Sequence[Replica]) -> None:
-        if not replicas:
-            raise ValueError("a pool needs at least one replica")
-        self._replicas = list(replicas)
-        self._outstanding = [0] * len(self._replicas)
+    def __init__(
+        self,
+        name: str,
+        factory: ReplicaFactory,
+        idempotent: bool = True,
+        restart: RestartPolicy | None = None,
+        clock: Clock | None = None,
+        wait_timeout_s: float = 60.0,
+    ) -> None:
+        self.name = name
+        self._factory = factory
+        self._idempotent = idempotent
+        self._restart = restart or RestartPolicy()
+        self._clock = clock or MonotonicClock()
+        self._wait_timeout_s = wait_timeout_s
+        self._slots: list[_Slot] = []
+        self._next_index = 0
+        self._taken = 0
+        self._changed = asyncio.Condition()
+        self._router = Router()
+        self._closing = False
+        self.restarts = 0
+        self.on_change: Callable[[], None] | None = None
+        self.on_restart: Callable[[str], None] | None = None
+
+    # --- state ---------------------------------------------------------------------------
 
     @property
-    def size(self) -> int:
-        """Number of replicas."""
-        return len(self._replicas)
+    def ready_count(self) -> int:
+        """Replicas that take batches now."""
+        return sum(s.state is SlotState.READY for s in self._slots)
+
+    @property
+    def current(self) -> int:
+        """Replicas that exist and are not being drained (ready, starting or restarting)."""
+        return sum(s.state is not SlotState.DRAINING for s in self._slots)
+
+    def signature(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        """The signature the first ready replica read from its model."""
+        for slot in self._slots:
+            if slot.replica is not None:
+                return slot.replica.signature
+        return (), ()
+
+    @property
+    def outstanding(self) -> int:
+        """Batches in flight on all replicas."""
+        return sum(s.outstanding for s in self._slots)
+
+    # --- capacity for the batcher ----------------------------------------------------------
+
+    async def acquire(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for room for one more batch; True if taken."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait_for(self._has_room), timeout)
+            if not self._has_room():
+                return False
+            self._taken += 1
+            return True
+
+    def release(self) -> None:
+        """Give back the room taken by ``acquire``."""
+        self._taken -= 1
+        self._notify()
+
+    def _has_room(self) -> bool:
+        return self._taken < self.ready_count
+
+    def _notify(self) -> None:
+        async def wake() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        asyncio.get_running_loop().create_task(wake())
+        if self.on_change is not None:
+            self.on_change()
+
+    # --- computing --------------------------------------------------------------------------
 
     async def infer(self, inputs: Tensors) -> Tensors:
-        """Compute one batch on the least busy replica."""
-        index = least_outstanding(self._outstanding)
-        self._outstanding[index] += 1
+        """Compute one batch; retried once on another replica if its replica dies."""
         try:
-            return await self._replicas[index].infer(inputs)
-        finally:
-            self._outstanding[index] -= 1
+            return await self._infer_once(inputs)
+        except ReplicaUnavailable as first:
+            if not self._idempotent:
+                raise ReplicaUnavailable(
+                    f"{first.message}; not retried: model {self.name!r} is not idempotent"
+                ) from None
+            logger.warning("model %r: retrying a batch after: %s", self.name, first.message)
+            return await self._infer_once(inputs)
 
-    def close(self) -> None:
-        """Close every replica."""
-        for replica in self._replicas:
-            replica.close()
+    async def _infer_once(self, inputs: Tensors) -> Tensors:
+        slot = await self._choose()
+        slot.outstanding += 1
+        try:
+            assert slot.replica is not None
+            return await slot.replica.infer(inputs)
+        finally:
+            slot.outstanding -= 1
+            if slot.state is SlotState.DRAINING and slot.outstanding == 0:
+                self._notify()
+
+    async def _choose(self) -> _Slot:
+        deadline = self._clock.now() + self._wait_timeout_s
+        while True:
+            ready = [s.state is SlotState.READY for s in self._slots]
+            index = self._router.choose([s.outstanding for s in self._slots], ready)
+            if index is not None:
+                return self._slots[index]
+            remaining = deadline - self._clock.now()
+            if remaining <= 0:
+                raise RequestTimeout(f"model {self.name!r}: no replica became ready in time")
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+
+    # --- scaling ---------------------------------------------------------------------------
+
+    async def scale_to(self, target: int) -> None:
+        """Start or drain replicas until ``target`` are running or starting."""
+        live = [s for s in self._slots if s.state is not SlotState.DRAINING]
+        for _ in range(target - len(live)):
+            self._add_slot()
+        surplus = sorted(live, key=lambda s: (s.state is SlotState.READY, s.outstanding))
+        for slot in surplus[: max(0, len(live) - target)]:
+            slot.state = SlotState.DRAINING
+            slot.task = asyncio.get_running_loop().create_task(self._drain(slot))
+        self._notify()
+
+    async def start(self, count: int) -> None:
+        """Start ``count`` replicas and wait for them; raises the first one's load error."""
+        slots = [self._add_slot(launch=False) for _ in range(count)]
+        results = await asyncio.gather(*(self._launch(s) for s in slots), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors and self.ready_count == 0:
+            raise errors[0]
+
+    def _add_slot(self, launch: bool = True) -> _Slot:
+        slot = _Slot(self._next_index, SlotState.STARTING)
+        self._next_index += 1
+        self._slots.append(slot)
+        if launch:
+            slot.task = asyncio.get_running_loop().create_task(self._launch_logged(slot))
+        return slot
+
+    async def _launch(self, slot: _Slot) -> None:
+        replica = await self._factory(slot.index, lambda r: self._on_exit(slot, r))
+        if slot.state is SlotState.DRAINING or self._closing:
+            await replica.close()
+            return
+        slot.replica, slot.state, slot.started_at = replica, SlotState.READY, self._clock.now()
+        self._notify()
+
+    async def _launch_logged(self, slot: _Slot) -> None:
+        try:
+            await self._launch(slot)
+        except InferdError as e:
+            logger.error(
+                "model %r: replica %d failed to start: %s", self.name, slot.index, e.message
+            )
+            slot.state = SlotState.DEAD
+            self._schedule_restart(slot)
+
+    def _on_exit(self, slot: _Slot, replica: Replica) -> None:
+        if self._closing or slot.state is SlotState.DRAINING:
+            return
+        slot.state, slot.replica = SlotState.DEAD, None
+        lived = self._clock.now() - slot.started_at
+        slot.failures = 1 if lived >= self._restart.stable_after_s else slot.failures + 1
+        self._notify()
+        self._schedule_restart(slot)
+
+    def _schedule_restart(self, slot: _Slot) -> None:
+        if self._closing:
+            return
+        delay = self._restart.delay(max(1, slot.failures))
+        logger.warning("model %r: restarting replica %d in %.1fs", self.name, slot.index, delay)
+        slot.task = asyncio.get_running_loop().create_task(self._restart_later(slot, delay))
+
+    async def _restart_later(self, slot: _Slot, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._closing or slot.state is not SlotState.DEAD:
+            return
+        slot.state = SlotState.STARTING
+        self.restarts += 1
+        if self.on_restart is not None:
+            self.on_restart("crash")
+        await self._launch_logged(slot)
+
+    async def _drain(self, slot: _Slot, timeout: float = 60.0) -> None:
+        deadline = self._clock.now() + timeout
+        while slot.outstanding > 0 and self._clock.now() < deadline:
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 1.0)
+        if slot.replica is not None:
+            await slot.replica.close()
+        if slot in self._slots:
+            self._slots.remove(slot)
+        self._notify()
+
+    async def close(self) -> None:
+        """Stop every replica."""
+        self._closing = True
+        for slot in self._slots:
+            if slot.task is not None and not slot.task.done():
+                slot.task.cancel()
+        await asyncio.gather(*(s.replica.close() for s in self._slots if s.replica is not None))
+        self._slots.clear()

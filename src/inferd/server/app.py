@@ -47,6 +47,14 @@ class InferdApp:
         )
         try:
             response = await self._route(request)
+        except asyncio.CancelledError:
+            if not request.disconnected:
+                raise
+            # The client left: its request was dropped; there is no one to answer.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return
         except Exception as e:  # every error becomes a JSON answer; the server carries on
             response = error_response(e)
         await send_response(send, response, headers.get(b"accept-encoding"))
@@ -55,6 +63,9 @@ class InferdApp:
         parts = request.path.strip("/").split("/")
         if parts[0] == "v2":
             return await self._v2(request, parts[1:])
+        if request.path == "/metrics":
+            _expect(request, "GET")
+            return kserve.metrics(self.manager, request)
         if request.path == "/openapi.json":
             _expect(request, "GET")
             return json_response(200, openapi_document())

@@ -3,6 +3,7 @@ objects beyond one ``Request`` and one ``Response``."""
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Request:
     headers: dict[bytes, bytes]
     receive: Receive
     max_body_bytes: int
+    disconnected: bool = False
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
@@ -56,6 +58,32 @@ class Response:
     chunks: list[bytes | memoryview]
     content_type: bytes = JSON
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class watch_disconnect:
+    """While active, a client disconnect cancels the current task (its request is dropped).
+
+    Call only once the body has been read: it consumes the connection's next ASGI message.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self._watcher: asyncio.Task[None] | None = None
+
+    def __enter__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(task))
+
+    async def _watch(self, task: asyncio.Task[object]) -> None:
+        message = await self._request.receive()
+        if message["type"] == "http.disconnect":
+            self._request.disconnected = True
+            task.cancel()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 def json_response(

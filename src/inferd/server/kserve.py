@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from inferd.batching.batcher import Answer
 from inferd.errors import InvalidRequest, ModelError
-from inferd.replicas.manager import ModelManager, ServedModel
-from inferd.server.codec import InferResponse, content_type, decode_request, encode_response
-from inferd.server.http import Request, Response, json_response
+from inferd.replicas.manager import ModelManager, RequestOptions, ServedModel
+from inferd.server.codec import (
+    InferRequest,
+    InferResponse,
+    content_type,
+    decode_request,
+    encode_response,
+)
+from inferd.server.http import Request, Response, json_response, watch_disconnect
 from inferd.version import __version__
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -44,6 +51,11 @@ def model_ready(model: ServedModel) -> Response:
     )
 
 
+def metrics(manager: ModelManager, request: Request) -> Response:
+    body, media_type = manager.metrics.render(request.header(b"accept") or "")
+    return Response(200, [body], media_type.encode())
+
+
 def repository_index(manager: ModelManager) -> Response:
     index: list[dict[str, Any]] = []
     for model in manager.models:
@@ -58,14 +70,21 @@ async def infer(request: Request, model: ServedModel) -> Response:
     """Decode, validate, batch, compute and encode one infer request."""
     body = await request.body()
     decoded = decode_request(body, _header_length(request))
-    outputs = await model.infer(decoded.inputs, decoded.input_datatypes)
-    _check_outputs(model, outputs)
+    options = _options(request, decoded.parameters)
+    # From here the body is read: a disconnect now cancels the request, queued or computing.
+    with watch_disconnect(request):
+        answer = await model.infer(decoded.inputs, decoded.input_datatypes, options)
+    _check_outputs(model, answer.outputs)
+    parameters = (
+        _cost_parameters(model, answer, decoded) if decoded.parameters.get("cost") else None
+    )
     response = InferResponse(
         model_name=model.name,
         model_version=model.version,
         id=decoded.id,
-        outputs=outputs,
+        outputs=answer.outputs,
         output_datatypes=model.output_datatypes,
+        parameters=parameters,
     )
     chunks, header_length = encode_response(
         response, decoded.outputs, decoded.binary_output_default
@@ -74,6 +93,43 @@ async def infer(request: Request, model: ServedModel) -> Response:
     if header_length is not None:
         headers.append((b"inference-header-content-length", str(header_length).encode()))
     return Response(200, chunks, content_type(header_length).encode(), headers)
+
+
+def _options(request: Request, parameters: dict[str, Any]) -> RequestOptions:
+    """Priority and deadline: Triton's ``priority`` and ``timeout`` (µs) parameters, or the
+    ``inferd-timeout-ms`` header."""
+    priority = parameters.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
+        raise InvalidRequest(f"parameter 'priority' must be an integer >= 0, got {priority!r}")
+    timeout_s = None
+    if "timeout" in parameters:
+        micros = parameters["timeout"]
+        if not isinstance(micros, int | float) or isinstance(micros, bool) or micros <= 0:
+            raise InvalidRequest(f"parameter 'timeout' must be microseconds > 0, got {micros!r}")
+        timeout_s = micros / 1e6
+    header = request.header(b"inferd-timeout-ms")
+    if header is not None:
+        try:
+            timeout_s = float(header) / 1e3
+        except ValueError:
+            raise InvalidRequest(
+                f"header inferd-timeout-ms must be a number, got {header!r}"
+            ) from None
+        if timeout_s <= 0:
+            raise InvalidRequest(f"header inferd-timeout-ms must be > 0, got {header!r}")
+    return RequestOptions(priority=priority, timeout_s=timeout_s)
+
+
+def _cost_parameters(model: ServedModel, answer: Answer, decoded: InferRequest) -> dict[str, Any]:
+    rows = (
+        next(iter(decoded.inputs.values())).shape[0] if model.config and model.config.batched else 1
+    )
+    return {
+        "cost": model.cost_share(answer, rows),
+        "queue_ms": round(answer.queue_s * 1e3, 3),
+        "compute_ms": round(answer.compute_s * 1e3, 3),
+        "batch_rows": answer.batch_rows,
+    }
 
 
 def _header_length(request: Request) -> int | None:

@@ -20,7 +20,7 @@ logger = logging.getLogger("inferd.server")
 def build_app(paths: Sequence[Path], config: ServerConfig) -> InferdApp:
     """The ASGI app for the models under ``paths`` (raises ConfigError for bad paths)."""
     entries = discover(paths)
-    return InferdApp(ModelManager(entries), config)
+    return InferdApp(ModelManager(entries, config), config)
 
 
 def serve(paths: Sequence[Path], config: ServerConfig) -> None:

@@ -1,0 +1,82 @@
+"""The main function of a replica process: load one model, then compute batches until told to stop.
+
+Kept apart from ``process_replica`` (the front end's handle on this process) so that the loop is
+plain blocking code: one socket, one model, one batch at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import sys
+import time
+
+from inferd.config import ModelConfig
+from inferd.errors import ConfigError, InferdError
+from inferd.replicas.protocol import (
+    BlockingChannel,
+    Failed,
+    Infer,
+    LoadFailed,
+    Ready,
+    Result,
+    Shutdown,
+)
+from inferd.replicas.replica import predict_checked
+from inferd.repository import load_model
+
+logger = logging.getLogger("inferd.worker")
+
+
+def replica_main(sock: socket.socket, config: ModelConfig, threads: int) -> None:
+    """Entry point of a replica process (spawned, so it starts from a clean interpreter)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    channel = BlockingChannel(sock)
+    _limit_threads(threads)
+    try:
+        backend, resolved = load_model(dataclasses.replace(config, threads=threads))
+    except InferdError as e:
+        channel.send(LoadFailed(e))
+        return
+    except BaseException as e:  # a broken model file may raise anything
+        channel.send(LoadFailed(ConfigError(f"model {config.name!r}: {type(e).__name__}: {e}")))
+        return
+    channel.send(Ready(os.getpid(), resolved.inputs, resolved.outputs))
+    _serve(channel, config.name, backend)
+    sys.exit(0)
+
+
+def _limit_threads(threads: int) -> None:
+    # The fork server imported numpy (and maybe torch) before this replica's share of the cores
+    # was known: cap the BLAS and OpenMP pools now, as the environment would have at import.
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def _serve(channel: BlockingChannel, name: str, backend: object) -> None:
+    while True:
+        try:
+            message = channel.receive()
+        except OSError:
+            return
+        if message is None or isinstance(message, Shutdown):
+            return
+        if not isinstance(message, Infer):
+            logger.error("replica of %r got an unexpected %s", name, type(message).__name__)
+            continue
+        started = time.perf_counter()
+        try:
+            outputs = predict_checked(name, backend, message.inputs)  # type: ignore[arg-type]
+        except InferdError as e:
+            channel.send(Failed(message.seq, e))
+            continue
+        channel.send(Result(message.seq, outputs, time.perf_counter() - started))
