@@ -10,8 +10,11 @@ keep-alive clients (requests/s), for inferd and the textbook FastAPI server in t
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -53,9 +56,11 @@ def main() -> None:
     repo = demo_repository()
     own_ms = model_time_ms()
     results: dict[str, object] = {"model_time_ms": own_ms}
+    isolated = _process_isolated_echo(repo / "echo")
     for name, start in (
         ("textbook", lambda: textbook_server("echo")),
         ("inferd", lambda: inferd_server([repo / "echo"])),
+        ("inferd_process", lambda: inferd_server([isolated])),
     ):
         server = start()
         try:
@@ -66,6 +71,15 @@ def main() -> None:
     print("saved", save("serving_overhead", results))
 
 
+def _process_isolated_echo(echo: Path) -> Path:
+    """A copy of the demo's echo model with process isolation (the demo's runs in a thread)."""
+    folder = Path(tempfile.mkdtemp()) / "echo"
+    shutil.copytree(echo, folder)
+    toml = folder / "model.toml"
+    toml.write_text(toml.read_text().replace('isolation = "thread"', 'isolation = "process"'))
+    return folder
+
+
 def _report(r: dict[str, object]) -> None:
     own = r["model_time_ms"]
     ib, tb = r["inferd"], r["textbook"]
@@ -74,7 +88,9 @@ def _report(r: dict[str, object]) -> None:
         "| server | 1 client p50 ms | p99 ms | overhead ms | 64 clients req/s | p50 ms | p99 ms |"
     )
     print("|---|---|---|---|---|---|---|")
-    for name, res in (("textbook FastAPI", tb), ("inferd", ib)):
+    rows = (("textbook FastAPI", tb), ("inferd (echo in a thread)", ib),
+            ("inferd (echo in a replica process)", r["inferd_process"]))  # fmt: skip
+    for name, res in rows:
         one, many = res["one_client"], res["c64"]  # type: ignore[index]
         print(f"| {name} | {one.p50_ms:.3f} | {one.p99_ms:.3f} | {one.p50_ms - own:.3f} | "
               f"{many.requests_per_s:,.0f} | {many.p50_ms:.2f} | {many.p99_ms:.2f} |")  # fmt: skip

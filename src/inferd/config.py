@@ -175,6 +175,14 @@ def default_port() -> int:
     return int(os.environ.get("INFERD_PORT", "8000"))
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, e.g. under taskset or a container quota)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def cache_dir() -> Path:
     """Where inferd caches what it builds (the demo repository): ``INFERD_CACHE_DIR``."""
     base = os.environ.get("INFERD_CACHE_DIR")

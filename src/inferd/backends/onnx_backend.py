@@ -7,7 +7,6 @@ unknown dimensions to -1. Outputs that are not tensors (sequences, maps) are not
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Final
 
 import numpy as np
@@ -15,7 +14,7 @@ import onnxruntime as ort
 
 from inferd.backends.base import Tensors
 from inferd.backends.loader import model_file
-from inferd.config import ModelConfig, TensorSpec
+from inferd.config import ModelConfig, TensorSpec, usable_cpus
 from inferd.datatypes import to_numpy_dtype
 from inferd.errors import ConfigError, InvalidRequest, ModelNotReady
 
@@ -55,7 +54,7 @@ class OnnxBackend:
         path = model_file(self.config)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.config.threads or min(
-            os.cpu_count() or 1, MAX_INTRA_OP_THREADS
+            usable_cpus(), MAX_INTRA_OP_THREADS
         )
         providers = _providers(self.config, ort.get_available_providers())
         try:

@@ -12,10 +12,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from inferd.batching.padding import pad_and_stack, pad_key, unpad
 from inferd.batching.policy import split_rows
 from inferd.batching.queue import Entry, QueueLimits, RequestQueue
 from inferd.clock import Clock, MonotonicClock
@@ -35,6 +36,8 @@ class Capacity(Protocol):
 
     async def acquire(self, timeout: float) -> bool: ...
 
+    def try_acquire(self) -> bool: ...
+
     def release(self) -> None: ...
 
 
@@ -52,6 +55,9 @@ class FixedCapacity:
                 await asyncio.wait((self._waiter,), timeout=timeout)
             finally:
                 self._waiter = None
+        return self.try_acquire()
+
+    def try_acquire(self) -> bool:
         if self._free == 0:
             return False
         self._free -= 1
@@ -88,6 +94,16 @@ class BatchObserver(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Padding:
+    """Variable axes to pad when stacking requests, and how outputs are cut back."""
+
+    inputs: dict[str, tuple[int, ...]]
+    outputs: dict[str, tuple[int, ...]]
+    follows: dict[str, str]
+    value: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class BatcherConfig:
     """Limits of one model's batches and queue."""
 
@@ -95,6 +111,8 @@ class BatcherConfig:
     limits: QueueLimits = field(default_factory=QueueLimits)
     batched: bool = True
     default_timeout_s: float = 60.0
+    padding: Padding | None = None
+    """None: only requests of equal shapes share a batch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,21 +207,34 @@ class DynamicBatcher:
         nbytes = sum(a.nbytes for a in inputs.values())
         self._queue.check_fits(rows, nbytes)
         entries = self._entries(inputs, rows, nbytes, now, now + timeout, priority)
+        if self._can_go_now(entries, now):
+            # Idle model, free replica, nothing to wait for: compute in this task, skipping the
+            # hand-over to the batching loop (its wake-up costs more than the rest of the path).
+            self._policy.on_arrival(now, rows)
+            await self._run(entries)
+            self._policy.on_request_done(self._clock.now() - now)
+            return _join([entries[0].ticket.future.result()])
         self._queue.push(entries)
         self._policy.on_arrival(now, rows)
         self._wake()
         futures = [e.ticket.future for e in entries]
-        waiting = futures[0] if len(futures) == 1 else asyncio.gather(*futures)
+        # A timer rather than wait_for: no extra future or task per request on the hot path.
+        expiry = asyncio.get_running_loop().call_later(
+            timeout, _expire, futures, self.name, timeout
+        )
         try:
-            done = await asyncio.wait_for(waiting, timeout)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"model {self.name!r}: no answer within the request's deadline of "
-                f"{timeout * 1e3:.0f} ms; it was not computed unless it had already started"
-            ) from None
-        parts: list[tuple[Tensors, float, float, int]] = [done] if len(futures) == 1 else done
+            parts = [await f for f in futures]
+        finally:
+            expiry.cancel()
         self._policy.on_request_done(self._clock.now() - now)
         return _join(parts)
+
+    def _can_go_now(self, entries: list[Entry], now: float) -> bool:
+        if len(entries) != 1 or len(self._queue) or self._loop_task is None:
+            return False
+        if self._policy.wait_before_dispatch(entries[0].rows, now, now) > 0:
+            return False
+        return self._capacity.try_acquire()
 
     def _entries(
         self, inputs: Tensors, rows: int, nbytes: int, now: float, deadline: float, priority: int
@@ -216,10 +247,14 @@ class DynamicBatcher:
         for start, stop in ranges:
             piece = inputs if len(ranges) == 1 else {k: v[start:stop] for k, v in inputs.items()}
             ticket = _Ticket(piece, loop.create_future())
-            key = stack_key(piece) if batched else None
+            key = self._key(piece) if batched else None
             size = nbytes * (stop - start) // max(rows, 1)
             entries.append(Entry(stop - start, size, key, now, deadline, priority, ticket))
         return entries
+
+    def _key(self, inputs: Tensors) -> Hashable:
+        padding = self._config.padding
+        return pad_key(inputs, padding.inputs) if padding else stack_key(inputs)
 
     def _piece_rows(self, rows: int, nbytes: int) -> int:
         by_bytes = self._config.max_batch_bytes * max(rows, 1) // max(nbytes, 1)
@@ -260,13 +295,17 @@ class DynamicBatcher:
     async def _sleep(self, timeout: float) -> None:
         """Wait until a request arrives, a batch finishes, or ``timeout`` passes.
 
-        ``asyncio.wait`` on a bare future, not ``wait_for``: on Python 3.11, ``wait_for`` can
-        swallow a cancellation that lands as its inner wait completes, and ``close()`` hangs.
+        A bare future resolved by ``_wake`` or a timer: cheaper than ``asyncio.wait`` on the
+        hot path, and unlike ``wait_for`` on Python 3.11 it never swallows a cancellation
+        (``close()`` relies on cancelling this loop).
         """
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, _resolve, waiter)
         try:
-            await asyncio.wait((self._waiter,), timeout=timeout)
+            await waiter
         finally:
+            timer.cancel()
             self._waiter = None
 
     def _wake(self) -> None:
@@ -304,13 +343,14 @@ class DynamicBatcher:
     async def _compute(self, batch: list[Entry]) -> None:
         started = self._clock.now()
         try:
-            outputs = await self._run_batch(_concatenate(batch))
+            inputs, original = self._stack(batch)
+            outputs = await self._run_batch(inputs)
             compute_s = self._clock.now() - started
             rows = sum(e.rows for e in batch)
             self._policy.on_batch_done(rows, compute_s)
             if self._observer is not None:
                 self._observer.observe_batch(rows, self._policy.max_rows(), compute_s)
-            self._fan_out(batch, outputs, started, compute_s)
+            self._fan_out(batch, outputs, original, (started, compute_s))
         except InferdError as e:
             if len(batch) > 1 and isinstance(e, ModelError | ReplicaUnavailable):
                 # One bad request (one that raises, or crashes its replica) must not fail its
@@ -322,20 +362,57 @@ class DynamicBatcher:
             logger.exception("model %r: batch failed", self.name)
             _fail(batch, ModelError(f"model {self.name!r} failed: {type(e).__name__}: {e}"))
 
+    def _stack(self, batch: list[Entry]) -> tuple[Tensors, list[dict[str, tuple[int, ...]]]]:
+        padding = self._config.padding
+        if padding is None:
+            return _concatenate(batch), []
+        requests = [e.ticket.inputs for e in batch]
+        return pad_and_stack(requests, padding.inputs, padding.value)
+
     def _fan_out(
-        self, batch: list[Entry], outputs: Tensors, started: float, compute_s: float
+        self,
+        batch: list[Entry],
+        outputs: Tensors,
+        original: list[dict[str, tuple[int, ...]]],
+        timing: tuple[float, float],
     ) -> None:
-        total = sum(e.rows for e in batch)
+        started, compute_s = timing
         if not self._config.batched:
             entry = batch[0]
             _settle(entry.ticket.future, (outputs, started - entry.arrival, compute_s, 1))
             return
+        total = sum(e.rows for e in batch)
         _check_rows(self.name, outputs, total)
-        start = 0
-        for entry in batch:
-            part = {k: v[start : start + entry.rows] for k, v in outputs.items()}
+        for entry, part in zip(batch, self._split(batch, outputs, original), strict=True):
             _settle(entry.ticket.future, (part, started - entry.arrival, compute_s, total))
-            start += entry.rows
+
+    def _split(
+        self, batch: list[Entry], outputs: Tensors, original: list[dict[str, tuple[int, ...]]]
+    ) -> list[Tensors]:
+        rows = [e.rows for e in batch]
+        padding = self._config.padding
+        if padding is not None:
+            return unpad(outputs, rows, original, padding.outputs, padding.follows)
+        parts, start = [], 0
+        for count in rows:
+            parts.append({k: v[start : start + count] for k, v in outputs.items()})
+            start += count
+        return parts
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _expire(futures: list[asyncio.Future[Any]], name: str, timeout: float) -> None:
+    error = RequestTimeout(
+        f"model {name!r}: no answer within the request's deadline of {timeout * 1e3:.0f} ms; "
+        "it was not computed unless it had already started"
+    )
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
 
 
 def _check_rows(name: str, outputs: Tensors, total: int) -> None:

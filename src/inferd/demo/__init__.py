@@ -25,7 +25,7 @@ from inferd.demo.data import held_out_digits
 
 __all__ = ["DEMO_VERSION", "demo_repository", "held_out_digits", "version_tag"]
 
-DEMO_VERSION: Final = 1
+DEMO_VERSION: Final = 2
 """Bump whenever a demo model or its config changes, so old caches are not reused."""
 
 logger = logging.getLogger("inferd.demo")

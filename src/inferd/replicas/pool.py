@@ -9,7 +9,6 @@ scales up or down on request, draining a replica before stopping it so no reques
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable
@@ -83,7 +82,7 @@ class ReplicaPool:
         self._slots: list[_Slot] = []
         self._next_index = 0
         self._taken = 0
-        self._changed = asyncio.Condition()
+        self._changed: asyncio.Future[None] | None = None
         self._router = Router()
         self._closing = False
         self.restarts = 0
@@ -118,28 +117,39 @@ class ReplicaPool:
 
     async def acquire(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for room for one more batch; True if taken."""
-        async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait_for(self._has_room), timeout)
-            if not self._has_room():
-                return False
-            self._taken += 1
-            return True
+        if not self._has_room():
+            await self._wait_for_change(timeout)
+        return self.try_acquire()
+
+    def try_acquire(self) -> bool:
+        """Take room for one batch if there is some, without waiting."""
+        if not self._has_room():
+            return False
+        self._taken += 1
+        return True
 
     def release(self) -> None:
         """Give back the room taken by ``acquire``."""
         self._taken -= 1
-        self._notify()
+        self._wake()
 
     def _has_room(self) -> bool:
         return self._taken < self.ready_count
 
-    def _notify(self) -> None:
-        async def wake() -> None:
-            async with self._changed:
-                self._changed.notify_all()
+    async def _wait_for_change(self, timeout: float) -> None:
+        """Sleep until the pool changes (a replica ready, dead, drained; room given back)."""
+        if self._changed is None or self._changed.done():
+            self._changed = asyncio.get_running_loop().create_future()
+        await asyncio.wait((self._changed,), timeout=timeout)
 
-        asyncio.get_running_loop().create_task(wake())
+    def _wake(self) -> None:
+        # A plain future, not a Condition: waking is on the hot path (every batch), and a
+        # future wakes every waiter without a task or a lock.
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+
+    def _state_changed(self) -> None:
+        self._wake()
         if self.on_change is not None:
             self.on_change()
 
@@ -166,7 +176,7 @@ class ReplicaPool:
         finally:
             slot.outstanding -= 1
             if slot.state is SlotState.DRAINING and slot.outstanding == 0:
-                self._notify()
+                self._wake()
 
     async def _choose(self) -> _Slot:
         deadline = self._clock.now() + self._wait_timeout_s
@@ -178,9 +188,7 @@ class ReplicaPool:
             remaining = deadline - self._clock.now()
             if remaining <= 0:
                 raise RequestTimeout(f"model {self.name!r}: no replica became ready in time")
-            async with self._changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+            await self._wait_for_change(min(remaining, 1.0))
 
     # --- scaling ---------------------------------------------------------------------------
 
@@ -193,7 +201,7 @@ class ReplicaPool:
         for slot in surplus[: max(0, len(live) - target)]:
             slot.state = SlotState.DRAINING
             slot.task = asyncio.get_running_loop().create_task(self._drain(slot))
-        self._notify()
+        self._state_changed()
 
     async def start(self, count: int) -> None:
         """Start ``count`` replicas and wait for them; raises the first one's load error."""
@@ -217,7 +225,7 @@ class ReplicaPool:
             await replica.close()
             return
         slot.replica, slot.state, slot.started_at = replica, SlotState.READY, self._clock.now()
-        self._notify()
+        self._state_changed()
 
     async def _launch_logged(self, slot: _Slot) -> None:
         try:
@@ -235,7 +243,7 @@ class ReplicaPool:
         slot.state, slot.replica = SlotState.DEAD, None
         lived = self._clock.now() - slot.started_at
         slot.failures = 1 if lived >= self._restart.stable_after_s else slot.failures + 1
-        self._notify()
+        self._state_changed()
         self._schedule_restart(slot)
 
     def _schedule_restart(self, slot: _Slot) -> None:
@@ -258,14 +266,12 @@ class ReplicaPool:
     async def _drain(self, slot: _Slot, timeout: float = 60.0) -> None:
         deadline = self._clock.now() + timeout
         while slot.outstanding > 0 and self._clock.now() < deadline:
-            async with self._changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), 1.0)
+            await self._wait_for_change(1.0)
         if slot.replica is not None:
             await slot.replica.close()
         if slot in self._slots:
             self._slots.remove(slot)
-        self._notify()
+        self._state_changed()
 
     async def close(self) -> None:
         """Stop every replica."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,12 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from inferd.batching.batcher import Answer, BatcherConfig, DispatchPolicy, DynamicBatcher
+from inferd.batching.batcher import (
+    Answer,
+    BatcherConfig,
+    DispatchPolicy,
+    DynamicBatcher,
+    Padding,
+)
+from inferd.batching.padding import resolve_follows
 from inferd.batching.policy import BatchPolicy
 from inferd.batching.queue import QueueLimits
 from inferd.batching.slo import SloController, SloTarget
-from inferd.config import ModelConfig
+from inferd.config import ModelConfig, TensorSpec, usable_cpus
 from inferd.errors import (
+    ConfigError,
     InferdError,
     InvalidRequest,
     ModelError,
@@ -61,7 +68,7 @@ def replica_threads(config: ModelConfig) -> int:
     if config.threads:
         return config.threads
     replicas = config.autoscaling.max_replicas if config.autoscaling else config.instances
-    return max(1, (os.cpu_count() or 1) // replicas)
+    return max(1, usable_cpus() // replicas)
 
 
 class ServedModel:
@@ -149,7 +156,9 @@ class ServedModel:
         assert self.config is not None
         b = self.config.batching
         limits = QueueLimits(b.max_queue_rows, b.max_queue_bytes, b.priority_levels)
-        return BatcherConfig(b.max_batch_bytes, limits, self.config.batched, b.timeout_ms / 1e3)
+        padding = _padding(self.config) if b.variable_dims == "pad" else None
+        timeout_s = b.timeout_ms / 1e3
+        return BatcherConfig(b.max_batch_bytes, limits, self.config.batched, timeout_s, padding)
 
     def _on_pool_change(self) -> None:
         if self.pool is not None:
@@ -229,6 +238,23 @@ class ServedModel:
             "inputs": [s.to_metadata() for s in config.inputs] if config else [],
             "outputs": [s.to_metadata() for s in config.outputs] if config else [],
         }
+
+
+def _padding(config: ModelConfig) -> Padding:
+    """Which axes vary, from the signature: every -1 after the batch axis."""
+
+    def variable(specs: tuple[TensorSpec, ...]) -> dict[str, tuple[int, ...]]:
+        axes = {
+            s.name: tuple(k for k, d in enumerate(s.shape) if k >= 1 and d == -1) for s in specs
+        }
+        return {name: found for name, found in axes.items() if found}
+
+    inputs, outputs = variable(config.inputs), variable(config.outputs)
+    try:
+        follows = resolve_follows(inputs, outputs)
+    except ValueError as e:
+        raise ConfigError(f"model {config.name!r}: variable_dims = 'pad': {e}") from None
+    return Padding(inputs, outputs, follows, config.batching.pad_value)
 
 
 def _outcome(error: BaseException) -> str:
