@@ -165,8 +165,9 @@ def _decode_attention(
     torch.index_select(cache_v.view(-1, block_numel), 0, group.block_ids, out=group.value_buffer)
     keys = group.key_buffer.view(num_seqs, -1, num_kv_heads, head_dim).transpose(1, 2)
     values = group.value_buffer.view(num_seqs, -1, num_kv_heads, head_dim).transpose(1, 2)
+    keys, values = keys.to(q.dtype), values.to(q.dtype)  # no-op unless the cache is narrower
     # GQA without repeating K/V: a KV head's query heads become its query "rows".
-    queries = q.view(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    queries = q.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
     out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=group.mask, scale=scale)
     return out.reshape(num_seqs, num_heads, head_dim)
 

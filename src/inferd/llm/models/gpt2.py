@@ -40,7 +40,8 @@ class GPT2Attention(nn.Module):
         q, k, v = (part.view(shape) for part in self.c_attn(x).chunk(3, dim=-1))
         cache_k, cache_v = batch.layer_cache(self.layer_index)
         out = paged_attention(q, k, v, cache_k, cache_v, batch, self.scale)
-        return self.c_proj(out.reshape(x.shape))
+        projected: torch.Tensor = self.c_proj(out.reshape(x.shape))
+        return projected
 
 
 class GPT2MLP(nn.Module):
@@ -51,7 +52,8 @@ class GPT2MLP(nn.Module):
         self.approximate = "none" if config.hidden_act == "gelu" else "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate))
+        out: torch.Tensor = self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate))
+        return out
 
 
 class GPT2Block(nn.Module):
@@ -64,7 +66,8 @@ class GPT2Block(nn.Module):
 
     def forward(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), batch)
-        return x + self.mlp(self.ln_2(x))
+        out: torch.Tensor = x + self.mlp(self.ln_2(x))
+        return out
 
 
 class GPT2LMHeadModel(nn.Module):

@@ -25,9 +25,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return self.weight * normed.to(x.dtype)
 
 
 def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScaling | None) -> torch.Tensor:
@@ -75,8 +74,14 @@ class RotaryEmbedding(nn.Module):
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``x`` [T, H, D]: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)."""
+    # Written into one output with in-place ops: on CPU the temporaries of the plain
+    # expression (four products and a cat) cost more than the arithmetic.
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    out = torch.empty_like(x)
+    out1, out2 = out.chunk(2, dim=-1)
+    torch.mul(x1, cos, out=out1).addcmul_(x2, sin, value=-1)
+    torch.mul(x2, cos, out=out2).addcmul_(x1, sin)
+    return out
 
 
 class LlamaAttention(nn.Module):
@@ -102,7 +107,8 @@ class LlamaAttention(nn.Module):
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         cache_k, cache_v = batch.layer_cache(self.layer_index)
         out = paged_attention(q, k, v, cache_k, cache_v, batch)
-        return self.o_proj(out.reshape(-1, q_size))
+        projected: torch.Tensor = self.o_proj(out.reshape(-1, q_size))
+        return projected
 
 
 class LlamaMLP(nn.Module):
@@ -114,7 +120,8 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        down: torch.Tensor = self.down_proj(F.silu(gate) * up)
+        return down
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -129,7 +136,8 @@ class LlamaDecoderLayer(nn.Module):
         self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, ...], batch: AttentionBatch
     ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos_sin, batch)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        out: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
+        return out
 
 
 class LlamaForCausalLM(nn.Module):

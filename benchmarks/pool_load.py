@@ -1,0 +1,214 @@
+"""Issue 3's figures on the demo MLP (FP32 512 -> 2048 -> 2048 -> 10), all in one run.
+
+    .venv/bin/python -m benchmarks.pool_load [--seconds 8] [--only NAME ...]
+
+Servers run pinned to core 1 (so a replica gets one compute thread), the load generators to
+core 0. Parts:
+  raw       the model in-process on core 1, one thread: rows/s per batch size (the reference)
+  single    one row per JSON request, 64 keep-alive clients (wrk): textbook vs inferd
+  binary    64 rows per request through the binary extension (wrk): rows/s vs raw at batch 64
+  overload  open-loop Poisson arrivals at 2x the measured capacity, deadline 1 s
+  slo       a fixed request rate against delay 0, a large fixed delay, and SLO mode
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+
+from benchmarks.harness import CLIENT_CORE, SERVER_CORE, inferd_server, save, textbook_server, wrk
+from benchmarks.openloop import run_open_loop
+from inferd.demo import demo_repository
+
+JSON = {"Content-Type": "application/json"}
+
+
+def json_body(rows: int) -> bytes:
+    data = np.random.default_rng(0).standard_normal((rows, 512)).astype(np.float32)
+    return orjson.dumps(
+        {"inputs": [{"name": "input", "shape": [rows, 512], "datatype": "FP32", "data": data.ravel()}]},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+
+
+def binary_body(rows: int, timeout_us: int | None = None) -> tuple[bytes, dict[str, str]]:
+    data = np.random.default_rng(0).standard_normal((rows, 512)).astype(np.float32)
+    parameters: dict[str, object] = {"binary_data_output": True}
+    if timeout_us:
+        parameters["timeout"] = timeout_us
+    header = orjson.dumps({
+        "inputs": [{"name": "input", "shape": [rows, 512], "datatype": "FP32",
+                    "parameters": {"binary_data_size": data.nbytes}}],
+        "parameters": parameters,
+    })  # fmt: skip
+    headers = {"Content-Type": "application/octet-stream",
+               "Inference-Header-Content-Length": str(len(header))}  # fmt: skip
+    return header + data.tobytes(), headers
+
+
+def raw_throughput(pt2: Path, seconds: float) -> dict[int, float]:
+    """Rows/s of the model itself, in this process, on the server's core, one thread."""
+    import torch
+
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(SERVER_CORE)})
+    torch.set_num_threads(1)
+    module = torch.export.load(str(pt2)).module()
+    out = {}
+    try:
+        with torch.inference_mode():
+            for batch in (1, 8, 32, 64, 128, 256):
+                x = torch.randn(batch, 512)
+                module(x)
+                n, start = 0, time.perf_counter()
+                while time.perf_counter() - start < seconds / 6:
+                    module(x)
+                    n += 1
+                out[batch] = n * batch / (time.perf_counter() - start)
+    finally:
+        os.sched_setaffinity(0, saved)
+    return out
+
+
+def variant(mlp: Path, root: Path, name: str, batching: str) -> Path:
+    """A copy of the MLP with another ``[batching]`` table."""
+    folder = root / name
+    shutil.copytree(mlp, folder)
+    toml = (folder / "model.toml").read_text()
+    start = toml.index("[batching]")
+    end = toml.index("[[inputs]]")
+    (folder / "model.toml").write_text(f'{toml[:start]}[batching]\n{batching}\n\n{toml[end:]}'.replace(
+        'name = "mlp"', f'name = "{name}"'))  # fmt: skip
+    return folder
+
+
+def single_row(mlp: Path, seconds: float) -> dict[str, object]:
+    body, url_path = json_body(1), "/v2/models/mlp/infer"
+    out: dict[str, object] = {}
+    for name, start in (("textbook", lambda: textbook_server("mlp")), ("inferd", lambda: inferd_server([mlp]))):
+        server = start()
+        try:
+            wrk(server.url + url_path, body, 8, 2, JSON)
+            out[name] = wrk(server.url + url_path, body, 64, seconds, JSON)
+        finally:
+            server.stop()
+    return out
+
+
+def binary_64(mlp: Path, seconds: float) -> dict[str, object]:
+    body, headers = binary_body(64)
+    server = inferd_server([mlp])
+    try:
+        url = server.url + "/v2/models/mlp/infer"
+        wrk(url, body, 4, 2, headers)
+        return {f"c{c}": wrk(url, body, c, seconds, headers) for c in (2, 8)}
+    finally:
+        server.stop()
+
+
+def _pin_client() -> None:
+    os.sched_setaffinity(0, {int(CLIENT_CORE)})
+
+
+def overload(mlp: Path, capacity_rps: float, seconds: float) -> dict[str, object]:
+    body, headers = binary_body(64, timeout_us=1_000_000)
+    server = inferd_server([mlp])
+    try:
+        url = server.url + "/v2/models/mlp/infer"
+        result = asyncio.run(run_open_loop(url, body, headers, 2 * capacity_rps, seconds, 1.0))
+        return {"capacity_rps": capacity_rps, "offered_rps": 2 * capacity_rps, **result.summary()}
+    finally:
+        server.stop()
+
+
+def _batch_stats(url: str, model: str) -> tuple[float, float]:
+    text = httpx.get(url + "/metrics").text
+    values = {}
+    for line in text.splitlines():
+        for key in ("inferd_batch_size_sum", "inferd_batch_size_count", "inferd_busy_seconds_total"):
+            if line.startswith(f'{key}{{model="{model}"}}'):
+                values[key] = float(line.split()[-1])
+    count = values.get("inferd_batch_size_count", 0.0)
+    mean = values.get("inferd_batch_size_sum", 0.0) / count if count else float("nan")
+    return mean, values.get("inferd_busy_seconds_total", 0.0)
+
+
+def slo_comparison(mlp: Path, root: Path, rate: float, target_ms: float, seconds: float) -> dict[str, object]:
+    body, headers = binary_body(8)
+    policies = {
+        "fixed delay 0 ms": "max_batch_size = 64\nmax_queue_delay_ms = 0.0",
+        "fixed delay 40 ms": "max_batch_size = 64\nmax_queue_delay_ms = 40.0",
+        f"SLO mode, p99 {target_ms:.0f} ms": f"max_batch_size = 64\nslo_p99_ms = {target_ms}",
+    }
+    out: dict[str, object] = {}
+    for i, (name, batching) in enumerate(policies.items()):
+        folder = variant(mlp, root, f"mlp_{i}", batching)
+        server = inferd_server([folder])
+        try:
+            url = f"{server.url}/v2/models/mlp_{i}/infer"
+            asyncio.run(run_open_loop(url, body, headers, rate, 2.0, 10.0, seed=1))  # warm-up
+            before = _batch_stats(server.url, f"mlp_{i}")
+            result = asyncio.run(run_open_loop(url, body, headers, rate, seconds, target_ms / 1e3))
+            mean_batch, busy = _batch_stats(server.url, f"mlp_{i}")
+            out[name] = {**result.summary(), "mean_batch_rows": mean_batch,
+                         "replica_busy": (busy - before[1]) / result.duration_s}  # fmt: skip
+        finally:
+            server.stop()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--only", nargs="*", default=["raw", "single", "binary", "overload", "slo"])
+    parser.add_argument("--slo-rate", type=float, default=250.0, help="requests/s of 8 rows")
+    parser.add_argument("--slo-target-ms", type=float, default=40.0)
+    args = parser.parse_args()
+    mlp = demo_repository() / "mlp"
+    root = Path(tempfile.mkdtemp())
+    results: dict[str, object] = {}
+    if "raw" in args.only:
+        results["raw_rows_per_s"] = raw = raw_throughput(mlp / "model.pt2", args.seconds)
+        print("raw rows/s by batch:", {k: round(v) for k, v in raw.items()})
+    if "single" in args.only:
+        results["single_row"] = single = single_row(mlp, args.seconds)
+        tb, ib = single["textbook"], single["inferd"]
+        print(f"1 row/request, 64 clients: textbook {tb.requests_per_s:,.0f} req/s p99 {tb.p99_ms:.1f} ms; "
+              f"inferd {ib.requests_per_s:,.0f} req/s p99 {ib.p99_ms:.1f} ms; "
+              f"ratio {ib.requests_per_s / tb.requests_per_s:.2f}x")  # type: ignore[attr-defined]  # fmt: skip
+    if "binary" in args.only:
+        results["binary_64"] = binary = binary_64(mlp, args.seconds)
+        for key, r in binary.items():
+            rows = r.requests_per_s * 64  # type: ignore[attr-defined]
+            ref = results.get("raw_rows_per_s", {}).get(64)  # type: ignore[union-attr]
+            share = f", {rows / ref:.0%} of raw batch-64" if ref else ""
+            print(f"64 rows/request binary, {key}: {rows:,.0f} rows/s{share}, p99 {r.p99_ms:.1f} ms")  # type: ignore[attr-defined]
+    _pin_client()
+    if "overload" in args.only:
+        binary = results.get("binary_64") or binary_64(mlp, args.seconds)
+        capacity = max(r.requests_per_s for r in binary.values())  # type: ignore[union-attr,attr-defined]
+        results["overload"] = over = overload(mlp, capacity, args.seconds)
+        print("overload at 2x capacity:", {k: round(v, 1) if isinstance(v, float) else v for k, v in over.items()})
+    if "slo" in args.only:
+        results["slo"] = slo = slo_comparison(mlp, root, args.slo_rate, args.slo_target_ms, args.seconds)
+        print(f"| policy ({args.slo_rate:.0f} req/s x 8 rows) | p99 ms | within {args.slo_target_ms:.0f} ms | "
+              "mean batch rows | replica busy |")  # fmt: skip
+        print("|---|---|---|---|---|")
+        for name, r in slo.items():
+            within = r["ok_within_deadline"] / max(1, r["sent"])  # type: ignore[index]
+            print(f"| {name} | {r['p99_ms']:.1f} | {within:.1%} | {r['mean_batch_rows']:.1f} | "
+                  f"{r['replica_busy']:.0%} |")  # type: ignore[index]  # fmt: skip
+    print("saved", save("pool_load", results))
+
+
+if __name__ == "__main__":
+    main()
