@@ -33,3 +33,16 @@ def test_readme_curl_and_python_examples(demo_repo: Path, tmp_path: Path) -> Non
             assert '"data":[1.0,2.0,3.0' in out.stdout, out.stdout + out.stderr
     finally:
         server.stop()
+
+
+def test_readme_model_toml_example_is_valid(tmp_path: Path) -> None:
+    import tomllib
+
+    from inferd.config import ModelConfig, model_config_from_dict
+
+    [example] = _blocks("toml")
+    config = ModelConfig(
+        **model_config_from_dict(tomllib.loads(example), tmp_path, "echo", "README.md")
+    )
+    assert config.autoscaling is not None and config.autoscaling.min_replicas == 0
+    assert config.batching.max_queue_rows == 8192 and config.inputs[0].shape == (-1, 16)
