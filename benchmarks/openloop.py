@@ -44,12 +44,18 @@ class OpenLoopResult:
 
     def summary(self) -> dict[str, float]:
         return {
-            "sent": self.sent, "goodput_per_s": self.goodput, "ok_within_deadline": self.ok_within_deadline,
-            "ok_late": self.ok_late, "shed_503": self.shed_503, "timeout_504": self.timeout_504,
-            "other_errors": self.other_errors, "hung": self.hung, "p50_ms": self.p(0.5),
+            "sent": self.sent,
+            "goodput_per_s": self.goodput,
+            "ok_within_deadline": self.ok_within_deadline,
+            "ok_late": self.ok_late,
+            "shed_503": self.shed_503,
+            "timeout_504": self.timeout_504,
+            "other_errors": self.other_errors,
+            "hung": self.hung,
+            "p50_ms": self.p(0.5),
             "p99_ms": self.p(0.99),
             "mean_ms": statistics.fmean(self.latencies_ms) if self.latencies_ms else float("nan"),
-        }  # fmt: skip
+        }
 
 
 async def run_open_loop(  # noqa: PLR0913
@@ -82,7 +88,7 @@ async def run_open_loop(  # noqa: PLR0913
     return result
 
 
-async def _one(  # noqa: PLR0913
+async def _one(
     client: httpx.AsyncClient,
     url: str,
     body: bytes,

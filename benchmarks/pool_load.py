@@ -35,7 +35,11 @@ JSON = {"Content-Type": "application/json"}
 def json_body(rows: int) -> bytes:
     data = np.random.default_rng(0).standard_normal((rows, 512)).astype(np.float32)
     return orjson.dumps(
-        {"inputs": [{"name": "input", "shape": [rows, 512], "datatype": "FP32", "data": data.ravel()}]},
+        {
+            "inputs": [
+                {"name": "input", "shape": [rows, 512], "datatype": "FP32", "data": data.ravel()}
+            ]
+        },
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
 
@@ -45,13 +49,23 @@ def binary_body(rows: int, timeout_us: int | None = None) -> tuple[bytes, dict[s
     parameters: dict[str, object] = {"binary_data_output": True}
     if timeout_us:
         parameters["timeout"] = timeout_us
-    header = orjson.dumps({
-        "inputs": [{"name": "input", "shape": [rows, 512], "datatype": "FP32",
-                    "parameters": {"binary_data_size": data.nbytes}}],
-        "parameters": parameters,
-    })  # fmt: skip
-    headers = {"Content-Type": "application/octet-stream",
-               "Inference-Header-Content-Length": str(len(header))}  # fmt: skip
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [rows, 512],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": data.nbytes},
+                }
+            ],
+            "parameters": parameters,
+        }
+    )
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(header)),
+    }
     return header + data.tobytes(), headers
 
 
@@ -86,15 +100,21 @@ def variant(mlp: Path, root: Path, name: str, batching: str) -> Path:
     toml = (folder / "model.toml").read_text()
     start = toml.index("[batching]")
     end = toml.index("[[inputs]]")
-    (folder / "model.toml").write_text(f'{toml[:start]}[batching]\n{batching}\n\n{toml[end:]}'.replace(
-        'name = "mlp"', f'name = "{name}"'))  # fmt: skip
+    (folder / "model.toml").write_text(
+        f"{toml[:start]}[batching]\n{batching}\n\n{toml[end:]}".replace(
+            'name = "mlp"', f'name = "{name}"'
+        )
+    )
     return folder
 
 
 def single_row(mlp: Path, seconds: float) -> dict[str, object]:
     body, url_path = json_body(1), "/v2/models/mlp/infer"
     out: dict[str, object] = {}
-    for name, start in (("textbook", lambda: textbook_server("mlp")), ("inferd", lambda: inferd_server([mlp]))):
+    for name, start in (
+        ("textbook", lambda: textbook_server("mlp")),
+        ("inferd", lambda: inferd_server([mlp])),
+    ):
         server = start()
         try:
             wrk(server.url + url_path, body, 8, 2, JSON)
@@ -134,7 +154,11 @@ def _batch_stats(url: str, model: str) -> tuple[float, float]:
     text = httpx.get(url + "/metrics").text
     values = {}
     for line in text.splitlines():
-        for key in ("inferd_batch_size_sum", "inferd_batch_size_count", "inferd_busy_seconds_total"):
+        for key in (
+            "inferd_batch_size_sum",
+            "inferd_batch_size_count",
+            "inferd_busy_seconds_total",
+        ):
             if line.startswith(f'{key}{{model="{model}"}}'):
                 values[key] = float(line.split()[-1])
     count = values.get("inferd_batch_size_count", 0.0)
@@ -142,7 +166,9 @@ def _batch_stats(url: str, model: str) -> tuple[float, float]:
     return mean, values.get("inferd_busy_seconds_total", 0.0)
 
 
-def slo_comparison(mlp: Path, root: Path, rate: float, target_ms: float, seconds: float) -> dict[str, object]:
+def slo_comparison(
+    mlp: Path, root: Path, rate: float, target_ms: float, seconds: float
+) -> dict[str, object]:
     body, headers = binary_body(8)
     policies = {
         "fixed delay 0 ms": "max_batch_size = 64\nmax_queue_delay_ms = 0.0",
@@ -159,8 +185,11 @@ def slo_comparison(mlp: Path, root: Path, rate: float, target_ms: float, seconds
             before = _batch_stats(server.url, f"mlp_{i}")
             result = asyncio.run(run_open_loop(url, body, headers, rate, seconds, target_ms / 1e3))
             mean_batch, busy = _batch_stats(server.url, f"mlp_{i}")
-            out[name] = {**result.summary(), "mean_batch_rows": mean_batch,
-                         "replica_busy": (busy - before[1]) / result.duration_s}  # fmt: skip
+            out[name] = {
+                **result.summary(),
+                "mean_batch_rows": mean_batch,
+                "replica_busy": (busy - before[1]) / result.duration_s,
+            }
         finally:
             server.stop()
     return out
@@ -182,31 +211,44 @@ def main() -> None:
     if "single" in args.only:
         results["single_row"] = single = single_row(mlp, args.seconds)
         tb, ib = single["textbook"], single["inferd"]
-        print(f"1 row/request, 64 clients: textbook {tb.requests_per_s:,.0f} req/s p99 {tb.p99_ms:.1f} ms; "
-              f"inferd {ib.requests_per_s:,.0f} req/s p99 {ib.p99_ms:.1f} ms; "
-              f"ratio {ib.requests_per_s / tb.requests_per_s:.2f}x")  # type: ignore[attr-defined]  # fmt: skip
+        print(
+            f"1 row/request, 64 clients: textbook {tb.requests_per_s:,.0f} req/s p99 {tb.p99_ms:.1f} ms; "
+            f"inferd {ib.requests_per_s:,.0f} req/s p99 {ib.p99_ms:.1f} ms; "
+            f"ratio {ib.requests_per_s / tb.requests_per_s:.2f}x"
+        )  # type: ignore[attr-defined]
     if "binary" in args.only:
         results["binary_64"] = binary = binary_64(mlp, args.seconds)
         for key, r in binary.items():
             rows = r.requests_per_s * 64  # type: ignore[attr-defined]
             ref = results.get("raw_rows_per_s", {}).get(64)  # type: ignore[union-attr]
             share = f", {rows / ref:.0%} of raw batch-64" if ref else ""
-            print(f"64 rows/request binary, {key}: {rows:,.0f} rows/s{share}, p99 {r.p99_ms:.1f} ms")  # type: ignore[attr-defined]
+            print(
+                f"64 rows/request binary, {key}: {rows:,.0f} rows/s{share}, p99 {r.p99_ms:.1f} ms"
+            )  # type: ignore[attr-defined]
     _pin_client()
     if "overload" in args.only:
         binary = results.get("binary_64") or binary_64(mlp, args.seconds)
         capacity = max(r.requests_per_s for r in binary.values())  # type: ignore[union-attr,attr-defined]
         results["overload"] = over = overload(mlp, capacity, args.seconds)
-        print("overload at 2x capacity:", {k: round(v, 1) if isinstance(v, float) else v for k, v in over.items()})
+        print(
+            "overload at 2x capacity:",
+            {k: round(v, 1) if isinstance(v, float) else v for k, v in over.items()},
+        )
     if "slo" in args.only:
-        results["slo"] = slo = slo_comparison(mlp, root, args.slo_rate, args.slo_target_ms, args.seconds)
-        print(f"| policy ({args.slo_rate:.0f} req/s x 8 rows) | p99 ms | within {args.slo_target_ms:.0f} ms | "
-              "mean batch rows | replica busy |")  # fmt: skip
+        results["slo"] = slo = slo_comparison(
+            mlp, root, args.slo_rate, args.slo_target_ms, args.seconds
+        )
+        print(
+            f"| policy ({args.slo_rate:.0f} req/s x 8 rows) | p99 ms | within {args.slo_target_ms:.0f} ms | "
+            "mean batch rows | replica busy |"
+        )
         print("|---|---|---|---|---|")
         for name, r in slo.items():
             within = r["ok_within_deadline"] / max(1, r["sent"])  # type: ignore[index]
-            print(f"| {name} | {r['p99_ms']:.1f} | {within:.1%} | {r['mean_batch_rows']:.1f} | "
-                  f"{r['replica_busy']:.0%} |")  # type: ignore[index]  # fmt: skip
+            print(
+                f"| {name} | {r['p99_ms']:.1f} | {within:.1%} | {r['mean_batch_rows']:.1f} | "
+                f"{r['replica_busy']:.0%} |"
+            )  # type: ignore[index]
     print("saved", save("pool_load", results))
 
 
