@@ -212,7 +212,8 @@ def main() -> None:
         results["single_row"] = single = single_row(mlp, args.seconds)
         tb, ib = single["textbook"], single["inferd"]
         print(
-            f"1 row/request, 64 clients: textbook {tb.requests_per_s:,.0f} req/s p99 {tb.p99_ms:.1f} ms; "
+            "1 row/request, 64 clients: "
+            f"textbook {tb.requests_per_s:,.0f} req/s p99 {tb.p99_ms:.1f} ms; "
             f"inferd {ib.requests_per_s:,.0f} req/s p99 {ib.p99_ms:.1f} ms; "
             f"ratio {ib.requests_per_s / tb.requests_per_s:.2f}x"
         )  # type: ignore[attr-defined]
@@ -239,7 +240,8 @@ def main() -> None:
             mlp, root, args.slo_rate, args.slo_target_ms, args.seconds
         )
         print(
-            f"| policy ({args.slo_rate:.0f} req/s x 8 rows) | p99 ms | within {args.slo_target_ms:.0f} ms | "
+            f"| policy ({args.slo_rate:.0f} req/s x 8 rows) | p99 ms "
+            f"| within {args.slo_target_ms:.0f} ms | "
             "mean batch rows | replica busy |"
         )
         print("|---|---|---|---|---|")
