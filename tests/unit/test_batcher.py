@@ -285,3 +285,21 @@ async def test_padding_batches_variable_lengths_and_cuts_outputs_back() -> None:
     assert (await first).outputs["y"].shape == (1, 2)
     assert seen == [(1, 2), (3, 5)]  # the three shared one batch, padded to the longest
     await batcher.close()
+
+
+async def test_a_request_that_cannot_make_its_deadline_is_shed_at_once() -> None:
+    runner = FakeRunner()
+    batcher = make(runner, 1)
+    batcher.start()
+    await batcher.submit(rows(0, 1), 1)  # learns the replica's speed
+    batcher._rows_per_s = 100.0  # one row takes 10 ms
+    runner.gate.clear()
+    busy = [asyncio.ensure_future(batcher.submit(rows(i, 1), 1)) for i in range(6)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    with pytest.raises(Overloaded, match="past this request's deadline of 20 ms") as shed:
+        await batcher.submit(rows(9, 1), 1, timeout_s=0.020)  # 5 queued = 50 ms of work
+    assert shed.value.retry_after >= 0.05
+    runner.gate.set()
+    await asyncio.gather(*busy)
+    await batcher.close()

@@ -20,7 +20,7 @@ from inferd.batching.padding import pad_and_stack, pad_key, unpad
 from inferd.batching.policy import split_rows
 from inferd.batching.queue import Entry, QueueLimits, RequestQueue
 from inferd.clock import Clock, MonotonicClock
-from inferd.errors import InferdError, ModelError, ReplicaUnavailable, RequestTimeout
+from inferd.errors import InferdError, ModelError, Overloaded, ReplicaUnavailable, RequestTimeout
 
 Tensors = dict[str, np.ndarray]
 RunBatch = Callable[[Tensors], Awaitable[Tensors]]
@@ -40,12 +40,17 @@ class Capacity(Protocol):
 
     def release(self) -> None: ...
 
+    @property
+    def slots(self) -> int:
+        """Batches that may be in flight at once now (ready replicas)."""
+
 
 class FixedCapacity:
     """At most ``n`` batches in flight (the batcher's loop is its only caller of ``acquire``)."""
 
     def __init__(self, n: int) -> None:
         self._free = n
+        self.slots = n
         self._waiter: asyncio.Future[None] | None = None
 
     async def acquire(self, timeout: float) -> bool:
@@ -162,6 +167,7 @@ class DynamicBatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self.in_flight = 0
+        self._rows_per_s = 0.0  # one replica's speed, smoothed over recent batches
 
     @property
     def queued_rows(self) -> int:
@@ -206,6 +212,7 @@ class DynamicBatcher:
         timeout = timeout_s if timeout_s is not None else self._config.default_timeout_s
         nbytes = sum(a.nbytes for a in inputs.values())
         self._queue.check_fits(rows, nbytes)
+        self._admit(rows, timeout)
         entries = self._entries(inputs, rows, nbytes, now, now + timeout, priority)
         if self._can_go_now(entries, now):
             # Idle model, free replica, nothing to wait for: compute in this task, skipping the
@@ -228,6 +235,25 @@ class DynamicBatcher:
             expiry.cancel()
         self._policy.on_request_done(self._clock.now() - now)
         return _join(parts)
+
+    def _admit(self, rows: int, timeout: float) -> None:
+        """Shed at once a request that would wait past its deadline.
+
+        Under overload a FIFO queue makes every request late; refusing, up front, the ones the
+        replicas cannot reach in time keeps the rest on time (goodput holds at capacity), and
+        the refused ones learn it now rather than at their deadline.
+        """
+        speed = self._rows_per_s * max(1, self._capacity.slots)
+        if speed <= 0.0 or not len(self._queue):
+            return
+        wait = (self._queue.rows + rows) / speed
+        if wait > timeout:
+            raise Overloaded(
+                f"model {self.name!r}: {self._queue.rows} rows are queued ahead, about "
+                f"{wait * 1e3:.0f} ms of work, past this request's deadline of "
+                f"{timeout * 1e3:.0f} ms; retry later",
+                retry_after=max(1.0, wait),
+            )
 
     def _can_go_now(self, entries: list[Entry], now: float) -> bool:
         if len(entries) != 1 or len(self._queue) or self._loop_task is None:
@@ -348,6 +374,11 @@ class DynamicBatcher:
             compute_s = self._clock.now() - started
             rows = sum(e.rows for e in batch)
             self._policy.on_batch_done(rows, compute_s)
+            if compute_s > 0:
+                speed = rows / compute_s
+                self._rows_per_s = (
+                    speed if not self._rows_per_s else 0.8 * self._rows_per_s + 0.2 * speed
+                )
             if self._observer is not None:
                 self._observer.observe_batch(rows, self._policy.max_rows(), compute_s)
             self._fan_out(batch, outputs, original, (started, compute_s))

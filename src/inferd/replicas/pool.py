@@ -133,6 +133,11 @@ class ReplicaPool:
         self._taken -= 1
         self._wake()
 
+    @property
+    def slots(self) -> int:
+        """Batches that may be in flight at once: one per ready replica."""
+        return self.ready_count
+
     def _has_room(self) -> bool:
         return self._taken < self.ready_count
 

@@ -29,6 +29,8 @@ from inferd.repository import load_model
 
 logger = logging.getLogger("inferd.worker")
 
+_NICENESS = 5
+
 
 def replica_main(sock: socket.socket, config: ModelConfig, threads: int) -> None:
     """Entry point of a replica process (spawned, so it starts from a clean interpreter)."""
@@ -37,6 +39,9 @@ def replica_main(sock: socket.socket, config: ModelConfig, threads: int) -> None
     )
     channel = BlockingChannel(sock)
     _limit_threads(threads)
+    # Below the front end: on a busy machine the event loop must still read requests, shed and
+    # time them out; a replica that waits a little longer for the CPU costs only throughput.
+    os.nice(_NICENESS)
     try:
         backend, resolved = load_model(dataclasses.replace(config, threads=threads))
     except InferdError as e:
