@@ -278,7 +278,7 @@ def _read_autoscaling(table: _Table) -> AutoscalingConfig | None:
         table.get("autoscaling", dict, None, "a table")
         return None
     sub = table.table("autoscaling")
-    values = {
+    values: dict[str, Any] = {
         "min_replicas": _count(sub, "min_replicas", 1, 0, "0 allows scaling to zero"),
         "max_replicas": _count(sub, "max_replicas", 1, 1, "most replicas"),
         "target_ongoing_requests": _number(sub, "target_ongoing_requests", 2.0),

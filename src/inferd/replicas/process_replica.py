@@ -19,6 +19,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from inferd.replicas.protocol import (
 from inferd.replicas.worker import replica_main
 
 Tensors = dict[str, np.ndarray]
+T = TypeVar("T")
 
 logger = logging.getLogger("inferd.replicas")
 
@@ -73,7 +75,7 @@ def preload(modules: list[str]) -> None:
             _PRELOAD.append(module)
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _context() -> multiprocessing.context.ForkServerContext:
     # A fork server: replicas fork from a clean, single-threaded process that has the heavy
     # modules loaded, rather than spawning a fresh interpreter each (seconds per replica), and
     # rather than forking the server itself (threads and an event loop do not survive a fork).
@@ -253,8 +255,8 @@ class ProcessReplica:
 
 
 def _settle(
-    future: asyncio.Future[object] | None,  # type: ignore[type-arg]
-    result: object = None,
+    future: asyncio.Future[T] | None,
+    result: T | None = None,
     error: InferdError | None = None,
 ) -> None:
     if future is None or future.done():
@@ -262,4 +264,4 @@ def _settle(
     if error is not None:
         future.set_exception(error)
     else:
-        future.set_result(result)
+        future.set_result(result)  # type: ignore[arg-type]  # None only with an error

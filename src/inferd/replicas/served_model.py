@@ -139,7 +139,7 @@ class ServedModel:
         assert self.config is not None
         if self.config.isolation == "thread":
             return await ThreadReplica.start(self.config, index)
-        replica = ProcessReplica(self.config, index, replica_threads(self.config), on_exit)  # type: ignore[arg-type]
+        replica = ProcessReplica(self.config, index, replica_threads(self.config), on_exit)
         await replica.start()
         return replica
 

@@ -1,0 +1,298 @@
+"""LLMEngine: requests in, tokens out, one ``step()`` at a time (no asyncio, no threads).
+
+A step is vLLM's ``EngineCore.step``: the scheduler plans which tokens to compute, the runner
+computes them, the sampler picks the next token of each sequence that reached its end, and the
+scheduler records it all. ``async_engine.AsyncLLMEngine`` runs this loop in a thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from collections.abc import Sequence as SequenceOf
+from dataclasses import dataclass, field
+
+import torch
+
+from inferd.errors import ConfigError, InvalidRequest
+from inferd.llm.checkpoint import ModelArchConfig
+from inferd.llm.models import resolve_dtype
+from inferd.llm.runner import ModelRunner
+from inferd.llm.scheduler import RunnerOutput, Scheduler, SchedulerConfig, StepOutput
+from inferd.llm.sequence import Sequence, StopCondition
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """How one request generates: when it stops, and how its tokens are drawn."""
+
+    max_tokens: int = 16
+    """Most output tokens."""
+    stop_token_ids: frozenset[int] = frozenset()
+    """Token ids that end generation (kept in the output)."""
+    ignore_eos: bool = False
+    """Generate past the model's end-of-sequence tokens (benchmarks)."""
+    temperature: float = 0.0
+    """0 is greedy; above 0 needs a sampler that draws."""
+    seed: int | None = None
+    """Seed of the request's own random stream, for reproducible sampling."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stop_token_ids", frozenset(self.stop_token_ids))
+        if self.max_tokens < 1:
+            raise InvalidRequest(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise InvalidRequest(f"temperature must be >= 0, got {self.temperature}")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """What model to serve, where, and how the engine spends memory and compute."""
+
+    model_path: str = ""
+    """Hugging Face checkpoint folder (config.json + safetensors)."""
+    dtype: str = "auto"
+    """float32, bfloat16, float16, or auto: the checkpoint's own dtype."""
+    device: str = "cpu"
+    """torch device: cpu, cuda, cuda:1."""
+    block_size: int = 16
+    """Tokens per KV block."""
+    kv_cache_bytes: int = 1 << 30
+    """Memory for the KV cache; the number of blocks is this over the bytes of one block."""
+    max_num_seqs: int = 256
+    """Most sequences running at once."""
+    max_num_batched_tokens: int = 2048
+    """Token budget of one step."""
+    enable_prefix_caching: bool = True
+    """Share the KV of full blocks between requests with the same prefix."""
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first bad field and its value."""
+        if not self.model_path:
+            raise ConfigError("engine: model_path is empty: expected a checkpoint folder")
+        if self.dtype != "auto":
+            resolve_dtype(self.dtype, "engine")
+        try:
+            torch.device(self.device)
+        except RuntimeError as exc:
+            raise ConfigError(f"engine: device = {self.device!r}: {exc}") from exc
+        for name in ("block_size", "kv_cache_bytes", "max_num_seqs", "max_num_batched_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"engine: {name} = {value!r}: expected an integer >= 1")
+
+
+@dataclass(slots=True)
+class EngineRequest:
+    """A request the engine holds: its parameters and the scheduler's sequence."""
+
+    request_id: str
+    params: GenerationParams
+    seq: Sequence
+
+
+Sampler = Callable[[torch.Tensor, SequenceOf[EngineRequest]], list[int]]
+"""(fp32 logits [N, vocab], the N requests in row order) -> one token id per row."""
+
+
+def greedy_sample(logits: torch.Tensor, requests: SequenceOf[EngineRequest]) -> list[int]:
+    """Argmax of each row: the sampler until ``sampling.py`` provides the real one."""
+    token_ids: list[int] = logits.argmax(dim=-1).tolist()
+    return token_ids
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """A snapshot of the engine's gauges and counters, safe to hand to another thread."""
+
+    num_running: int = 0
+    num_waiting: int = 0
+    num_preemptions: int = 0
+    prefix_cache_queries: int = 0
+    """Prompt tokens looked up in the prefix cache."""
+    prefix_cache_hits: int = 0
+    """Of those, tokens whose KV the cache supplied."""
+    num_blocks: int = 0
+    num_used_blocks: int = 0
+    num_tokens_stored: int = 0
+    """Computed tokens held in used blocks (a shared block counted once)."""
+    num_prompt_tokens: int = 0
+    """Tokens in: every added request's prompt."""
+    num_generation_tokens: int = 0
+    """Tokens out: every sampled token."""
+    num_steps: int = 0
+    num_computed_tokens: int = 0
+    """Tokens the model computed, recomputation after preemption included."""
+    block_size: int = field(default=16, repr=False)
+
+    @property
+    def kv_cache_usage(self) -> float:
+        """Fraction of blocks in use."""
+        return self.num_used_blocks / self.num_blocks if self.num_blocks else 0.0
+
+    @property
+    def kv_token_usage(self) -> float:
+        """Fraction of the cache's token slots holding real tokens."""
+        slots = self.num_blocks * self.block_size
+        return self.num_tokens_stored / slots if slots else 0.0
+
+
+class LLMEngine:
+    """Continuous batching over a paged KV cache: ``add_request``, then ``step()`` until done."""
+
+    def __init__(
+        self, runner: ModelRunner, scheduler: Scheduler, sampler: Sampler = greedy_sample
+    ) -> None:
+        if scheduler.config.block_size != runner.block_size:
+            raise ConfigError(
+                f"engine: scheduler block_size = {scheduler.config.block_size} but the runner's "
+                f"KV cache has block_size = {runner.block_size}"
+            )
+        self.runner = runner
+        self.scheduler = scheduler
+        self.sampler = sampler
+        self.num_steps = 0
+        self.num_prompt_tokens = 0
+        self.num_generation_tokens = 0
+        self.num_computed_tokens = 0
+        self._requests: dict[str, EngineRequest] = {}
+        self._generate_ids = itertools.count()
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, sampler: Sampler = greedy_sample) -> LLMEngine:
+        """Load the checkpoint, size the KV cache and build the scheduler."""
+        config.validate()
+        dtype = None if config.dtype == "auto" else config.dtype
+        runner = ModelRunner.from_checkpoint(
+            config.model_path, dtype, config.device, config.block_size, config.kv_cache_bytes
+        )
+        scheduler = Scheduler(
+            SchedulerConfig(
+                max_num_seqs=config.max_num_seqs,
+                max_num_batched_tokens=config.max_num_batched_tokens,
+                block_size=config.block_size,
+                num_blocks=runner.num_blocks,
+                enable_prefix_caching=config.enable_prefix_caching,
+            )
+        )
+        return cls(runner, scheduler, sampler)
+
+    @property
+    def arch(self) -> ModelArchConfig:
+        return self.runner.arch
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def add_request(
+        self, request_id: str, prompt_token_ids: SequenceOf[int], params: GenerationParams
+    ) -> None:
+        """Queue a request; ``InvalidRequest`` if it can never be served as asked."""
+        self._check_request(prompt_token_ids, params)
+        seq = Sequence(request_id, tuple(prompt_token_ids), self._stop_condition(params))
+        self.scheduler.add(seq)
+        self._requests[request_id] = EngineRequest(request_id, params, seq)
+        self.num_prompt_tokens += seq.num_prompt_tokens
+
+    def abort(self, request_id: str) -> bool:
+        """Drop a request and free its blocks; False if it is unknown or already finished."""
+        self._requests.pop(request_id, None)
+        return self.scheduler.abort(request_id)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def step(self) -> list[StepOutput]:
+        """One iteration: schedule → run the model → sample → update; the new tokens."""
+        plan = self.scheduler.schedule()
+        if plan.is_empty:
+            return []
+        logits, request_ids = self.runner.execute(plan)
+        token_ids: list[int] = []
+        if request_ids:
+            token_ids = self.sampler(logits, [self._requests[rid] for rid in request_ids])
+        sampled = RunnerOutput(dict(zip(request_ids, token_ids, strict=True)))
+        outputs = self.scheduler.update(plan, sampled)
+        self.num_steps += 1
+        self.num_computed_tokens += plan.num_scheduled_tokens
+        self.num_generation_tokens += len(outputs)
+        for output in outputs:
+            if output.finished:
+                del self._requests[output.request_id]
+        return outputs
+
+    def generate(
+        self,
+        prompts: Iterable[SequenceOf[int]],
+        params: GenerationParams | SequenceOf[GenerationParams] = GenerationParams(),
+    ) -> list[list[int]]:
+        """Offline: run every prompt to completion together; the output tokens of each."""
+        prompts = list(prompts)
+        all_params = [params] * len(prompts) if isinstance(params, GenerationParams) else params
+        request_ids = [f"generate-{next(self._generate_ids)}" for _ in prompts]
+        for request_id, prompt, request_params in zip(
+            request_ids, prompts, all_params, strict=True
+        ):
+            self.add_request(request_id, prompt, request_params)
+        tokens: dict[str, list[int]] = {request_id: [] for request_id in request_ids}
+        while any(self.scheduler.get(request_id) for request_id in request_ids):
+            num_steps = self.num_steps
+            for output in self.step():
+                if output.request_id in tokens:
+                    tokens[output.request_id].append(output.token_id)
+            if self.num_steps == num_steps:
+                raise RuntimeError("the scheduler planned nothing while requests are waiting")
+        return [tokens[request_id] for request_id in request_ids]
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    @property
+    def num_preemptions(self) -> int:
+        return self.scheduler.num_preemptions
+
+    def stats(self) -> EngineStats:
+        """The gauges and counters now; call it from the thread that steps the engine."""
+        kv_cache = self.scheduler.kv_cache
+        return EngineStats(
+            num_running=self.scheduler.num_running,
+            num_waiting=self.scheduler.num_waiting,
+            num_preemptions=self.scheduler.num_preemptions,
+            prefix_cache_queries=kv_cache.prefix_cache_queries,
+            prefix_cache_hits=kv_cache.prefix_cache_hits,
+            num_blocks=kv_cache.num_blocks,
+            num_used_blocks=kv_cache.pool.num_used_blocks,
+            num_tokens_stored=kv_cache.num_tokens_stored,
+            num_prompt_tokens=self.num_prompt_tokens,
+            num_generation_tokens=self.num_generation_tokens,
+            num_steps=self.num_steps,
+            num_computed_tokens=self.num_computed_tokens,
+            block_size=kv_cache.block_size,
+        )
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _check_request(self, prompt_token_ids: SequenceOf[int], params: GenerationParams) -> None:
+        max_len = self.arch.max_model_len
+        if len(prompt_token_ids) + params.max_tokens > max_len:
+            raise InvalidRequest(
+                f"{len(prompt_token_ids)} prompt tokens + max_tokens = {params.max_tokens} "
+                f"exceed the model's context of {max_len} tokens"
+            )
+        vocab_size = self.arch.vocab_size
+        if any(not 0 <= token_id < vocab_size for token_id in prompt_token_ids):
+            raise InvalidRequest(f"prompt has token ids outside [0, {vocab_size})")
+        if params.temperature > 0 and self.sampler is greedy_sample:
+            raise InvalidRequest("temperature > 0 needs a sampling engine; this one is greedy")
+
+    def _stop_condition(self, params: GenerationParams) -> StopCondition:
+        eos_ids = self.arch.eos_token_ids
+        stop_ids = params.stop_token_ids
+        if not params.ignore_eos:
+            stop_ids |= frozenset(eos_ids[1:])  # StopCondition knows one eos; the rest stop too
+        return StopCondition(
+            max_tokens=params.max_tokens,
+            stop_token_ids=stop_ids,
+            eos_token_id=eos_ids[0] if eos_ids else None,
+            ignore_eos=params.ignore_eos,
+        )

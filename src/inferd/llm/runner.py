@@ -1,0 +1,106 @@
+"""ModelRunner: owns the model and the KV cache tensor, and computes one scheduled step.
+
+The only engine module, besides the models and attention, that touches torch devices: the
+scheduler plans in plain Python, the runner turns its plan into tensors on the model's device
+and returns the logits of the rows that sample. Sampling is the engine's business.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from inferd.errors import ConfigError
+from inferd.llm.attention import allocate_kv_cache, build_attention_batch
+from inferd.llm.checkpoint import ModelArchConfig
+from inferd.llm.models import load_model, resolve_dtype
+from inferd.llm.scheduler import SchedulerOutput
+
+
+class RunnerStep(NamedTuple):
+    """One computed step: fp32 logits [N, vocab] and the request each row samples for."""
+
+    logits: torch.Tensor
+    request_ids: tuple[str, ...]
+
+
+def kv_block_bytes(arch: ModelArchConfig, block_size: int, dtype: torch.dtype | str) -> int:
+    """Bytes one KV block takes: K and V of ``block_size`` tokens in every layer."""
+    element_size = torch.empty((), dtype=resolve_dtype(dtype)).element_size()
+    return 2 * arch.num_layers * block_size * arch.num_kv_heads * arch.head_dim * element_size
+
+
+def num_blocks_for_budget(
+    arch: ModelArchConfig, block_size: int, dtype: torch.dtype | str, budget_bytes: int
+) -> int:
+    """How many KV blocks fit in ``budget_bytes``; ``ConfigError`` if not even one does."""
+    block_bytes = kv_block_bytes(arch, block_size, dtype)
+    num_blocks = budget_bytes // block_bytes
+    if num_blocks < 1:
+        raise ConfigError(
+            f"kv_cache_bytes = {budget_bytes}: less than one KV block "
+            f"({block_bytes} bytes for block_size = {block_size})"
+        )
+    return num_blocks
+
+
+class ModelRunner:
+    """Runs a model over a paged KV cache: ``execute(plan)`` -> logits of the sampling rows."""
+
+    def __init__(
+        self, model: nn.Module, arch: ModelArchConfig, num_blocks: int, block_size: int
+    ) -> None:
+        weight = next(model.parameters())
+        self.model = model
+        self.arch = arch
+        self.device = weight.device
+        self.dtype = weight.dtype
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.kv_cache = allocate_kv_cache(
+            arch.num_layers,
+            num_blocks,
+            block_size,
+            arch.num_kv_heads,
+            arch.head_dim,
+            self.dtype,
+            self.device,
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        dtype: torch.dtype | str | None,
+        device: torch.device | str,
+        block_size: int,
+        kv_cache_bytes: int,
+    ) -> ModelRunner:
+        """Load a Hugging Face checkpoint and size the KV cache to ``kv_cache_bytes``."""
+        model, arch = load_model(path, dtype, device)
+        dtype = next(model.parameters()).dtype
+        num_blocks = num_blocks_for_budget(arch, block_size, dtype, kv_cache_bytes)
+        return cls(model, arch, num_blocks, block_size)
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return self.kv_cache.numel() * self.kv_cache.element_size()
+
+    def execute(self, output: SchedulerOutput) -> RunnerStep:
+        """Compute the step ``output`` plans: write its KV, return its sampling rows' logits."""
+        chunks = output.scheduled
+        request_ids = tuple(chunk.request_id for chunk in chunks if chunk.samples)
+        if not chunks:
+            return RunnerStep(torch.empty(0, self.arch.vocab_size), request_ids)
+        input_ids = self._long_tensor([t for chunk in chunks for t in chunk.token_ids])
+        positions = self._long_tensor([p for chunk in chunks for p in chunk.positions])
+        with torch.inference_mode():
+            batch = build_attention_batch(chunks, self.kv_cache)
+            logits: torch.Tensor = self.model(input_ids, positions, batch)
+        return RunnerStep(logits, request_ids)
+
+    def _long_tensor(self, values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=self.device)

@@ -1,0 +1,341 @@
+"""Sampling parameters (validated at the edge) and the batched sampler: logits to tokens.
+
+The sampler processes a ``[N, V]`` batch of logits row-wise, vectorised over the batch:
+
+1. ``min_tokens``: stop and eos tokens are masked out while a row is too short to stop.
+2. Penalties: repetition (prompt and output tokens, the Hugging Face formula), then frequency
+   and presence (output tokens only, the OpenAI formula).
+3. Temperature: divide by it; greedy rows (temperature 0) are left as they are.
+4. Truncation: min-p, then top-k and top-p from one descending sort.
+5. Draw: greedy rows take the argmax; the others race exponential noise (``argmax(p / q)``
+   with ``q ~ Exp(1)`` samples ``p`` exactly and needs no ``multinomial`` sync).
+
+Logprobs are ``log_softmax`` of the logits after steps 1-3 (penalties and temperature, as
+OpenAI reports them) and before truncation, so alternatives outside top-k/top-p stay finite.
+
+A seeded row draws its noise from a generator reseeded from ``(seed, number of output tokens)``
+at every step: its tokens depend on nothing else in the batch, and survive preemption.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from inferd.errors import InvalidRequest
+from inferd.llm.sequence import StopCondition
+
+MAX_N = 16
+MAX_STOP_STRINGS = 4
+MAX_TOP_LOGPROBS = 20
+GREEDY_BELOW = 1e-5
+"""Temperatures under this are greedy: dividing by them would overflow fp32 logits."""
+_UINT64 = (1 << 64) - 1
+
+
+def _require(ok: bool, name: str, accepted: str, value: object) -> None:
+    if not ok:
+        raise InvalidRequest(f"{name} must be {accepted}, got {value!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _num_in(value: object, lo: float, hi: float) -> bool:
+    # One chained comparison, so that NaN fails it.
+    return _is_number(value) and lo <= value <= hi  # type: ignore[operator]
+
+
+def _int_in(value: object, lo: float, hi: float) -> bool:
+    return _is_int(value) and lo <= value <= hi  # type: ignore[operator]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to sample one request's tokens; construction validates every field (400 on error)."""
+
+    n: int = 1
+    """Completions to generate for the prompt, 1..16."""
+    max_tokens: int = 16
+    min_tokens: int = 0
+    """Output tokens before stop and eos tokens may be generated."""
+    temperature: float = 1.0
+    """0..2; 0 is greedy."""
+    top_p: float = 1.0
+    top_k: int = -1
+    """-1 disables; otherwise keep the k most likely tokens."""
+    min_p: float = 0.0
+    """Keep tokens at least ``min_p`` times as likely as the most likely one."""
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    """Strings that end generation; they are not part of the output."""
+    stop_token_ids: frozenset[int] = frozenset()
+    ignore_eos: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0
+    """Most likely alternatives reported per token, 0..20; needs ``logprobs``."""
+    skip_special_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        # Accept the OpenAI shapes (a bare stop string, lists) but store hashable values.
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        object.__setattr__(self, "stop", stop)
+        object.__setattr__(self, "stop_token_ids", frozenset(self.stop_token_ids))
+        for name, ok, accepted in self._checks():
+            _require(ok, name, accepted, getattr(self, name))
+
+    def _checks(self) -> Iterator[tuple[str, bool, str]]:
+        """``(field, valid, accepted values)``, lazily: a later check may rely on an earlier one."""
+        yield "n", _int_in(self.n, 1, MAX_N), f"an integer in [1, {MAX_N}]"
+        yield "max_tokens", _int_in(self.max_tokens, 1, math.inf), "an integer >= 1"
+        yield (
+            "min_tokens",
+            _int_in(self.min_tokens, 0, self.max_tokens),
+            f"in [0, {self.max_tokens}]",
+        )
+        yield "temperature", _num_in(self.temperature, 0, 2), "in [0, 2]"
+        yield "top_p", _num_in(self.top_p, 0, 1) and self.top_p > 0, "in (0, 1]"
+        yield "top_k", self.top_k == -1 or _int_in(self.top_k, 1, math.inf), "-1 or an int >= 1"
+        yield "min_p", _num_in(self.min_p, 0, 1), "in [0, 1]"
+        rp = self.repetition_penalty
+        yield "repetition_penalty", _num_in(rp, 0, math.inf) and rp > 0, "> 0"
+        yield "frequency_penalty", _num_in(self.frequency_penalty, -2, 2), "in [-2, 2]"
+        yield "presence_penalty", _num_in(self.presence_penalty, -2, 2), "in [-2, 2]"
+        yield "seed", self.seed is None or _is_int(self.seed), "an integer or null"
+        yield "stop", len(self.stop) <= MAX_STOP_STRINGS, f"at most {MAX_STOP_STRINGS} strings"
+        yield "stop", all(isinstance(t, str) and t for t in self.stop), "non-empty strings"
+        ids_ok = all(_int_in(t, 0, math.inf) for t in self.stop_token_ids)
+        yield "stop_token_ids", ids_ok, "token ids >= 0"
+        k = self.top_logprobs
+        yield "top_logprobs", _int_in(k, 0, MAX_TOP_LOGPROBS), f"in [0, {MAX_TOP_LOGPROBS}]"
+        yield "top_logprobs", self.logprobs or k == 0, "0 unless logprobs is true"
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
+
+    def to_stop_condition(
+        self, eos_token_id: int | None, extra_eos_token_ids: Collection[int] = ()
+    ) -> StopCondition:
+        """The engine's stop rule; extra eos ids (models with several) also obey ``ignore_eos``."""
+        stop_ids = self.stop_token_ids
+        if not self.ignore_eos:
+            stop_ids = stop_ids | frozenset(extra_eos_token_ids)
+        return StopCondition(
+            max_tokens=self.max_tokens,
+            stop_token_ids=stop_ids,
+            eos_token_id=eos_token_id,
+            ignore_eos=self.ignore_eos,
+            min_tokens=self.min_tokens,
+        )
+
+
+class SequenceTokens(Protocol):
+    """A row's token history; ``inferd.llm.sequence.Sequence`` is one."""
+
+    @property
+    def prompt_token_ids(self) -> Sequence[int]: ...
+
+    @property
+    def output_token_ids(self) -> Sequence[int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerOutput:
+    """One token per row; logprobs only when some row asked for them."""
+
+    token_ids: list[int]
+    logprobs: list[float] | None = None
+    """The chosen token's logprob, per row (every row when any row asked)."""
+    top_logprobs: list[list[tuple[int, float]]] | None = None
+    """Per row, its ``top_logprobs`` most likely ``(token_id, logprob)``, best first."""
+
+
+class Sampler:
+    """Turns a batch of logits into next tokens, one row per sequence (see the module doc)."""
+
+    def __init__(
+        self, eos_token_ids: Collection[int] = (), generator: torch.Generator | None = None
+    ) -> None:
+        self.eos_token_ids = frozenset(eos_token_ids)
+        """Masked with the stop token ids until ``min_tokens`` (unless ``ignore_eos``)."""
+        self.generator = generator
+        """Noise for unseeded rows; None uses torch's global generator."""
+        self._seeded: dict[torch.device, torch.Generator] = {}
+
+    def sample(
+        self,
+        logits: torch.Tensor,
+        params: Sequence[SamplingParams],
+        histories: Sequence[SequenceTokens],
+    ) -> SamplerOutput:
+        """Sample row ``i`` of fp32 ``logits [N, V]`` with ``params[i]`` given ``histories[i]``."""
+        if not logits.shape[0] == len(params) == len(histories):
+            raise ValueError(
+                f"{logits.shape[0]} logit rows, {len(params)} params, {len(histories)}"
+            )
+        logits = logits.to(torch.float32, copy=True)
+        self._mask_early_stops(logits, params, histories)
+        logits = apply_penalties(logits, params, histories)
+        _apply_temperature(logits, params)
+        logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs for p in params) else None
+        token_ids = logits.argmax(dim=-1)
+        if not all(p.is_greedy for p in params):
+            sampled = self._draw(_truncate(logits, params), params, histories)
+            greedy = torch.tensor([p.is_greedy for p in params], device=logits.device)
+            token_ids = torch.where(greedy, token_ids, sampled)
+        if logprobs is None:
+            return SamplerOutput(token_ids.tolist())
+        return _with_logprobs(token_ids, logprobs, params)
+
+    def _mask_early_stops(
+        self, logits: torch.Tensor, params: Sequence[SamplingParams], hist: Sequence[SequenceTokens]
+    ) -> None:
+        rows: list[int] = []
+        cols: list[int] = []
+        for i, (p, h) in enumerate(zip(params, hist, strict=True)):
+            if len(h.output_token_ids) >= p.min_tokens:
+                continue
+            stops = p.stop_token_ids if p.ignore_eos else p.stop_token_ids | self.eos_token_ids
+            ids = [t for t in stops if t < logits.shape[1]]
+            rows += [i] * len(ids)
+            cols += ids
+        if rows:
+            index = torch.tensor([rows, cols], device=logits.device)
+            logits[index[0], index[1]] = -math.inf
+
+    def _draw(
+        self, logits: torch.Tensor, params: Sequence[SamplingParams], hist: Sequence[SequenceTokens]
+    ) -> torch.Tensor:
+        probs = torch.softmax(logits, dim=-1)
+        noise = torch.empty_like(probs)
+        if any(p.seed is None for p in params):
+            noise.exponential_(generator=self.generator)
+        for i, (p, h) in enumerate(zip(params, hist, strict=True)):
+            if p.seed is not None:
+                gen = self._seeded_generator(logits.device)
+                gen.manual_seed(_step_seed(p.seed, len(h.output_token_ids)))
+                noise[i].exponential_(generator=gen)
+        # Exp(1) noise can be exactly 0; the floor keeps p / q finite (p <= 1 cannot overflow).
+        noise.clamp_min_(torch.finfo(noise.dtype).tiny)
+        return probs.div_(noise).argmax(dim=-1)
+
+    def _seeded_generator(self, device: torch.device) -> torch.Generator:
+        # One per device is enough: it is reseeded before every row that uses it.
+        if device not in self._seeded:
+            self._seeded[device] = torch.Generator(device=device)
+        return self._seeded[device]
+
+
+def _step_seed(seed: int, step: int) -> int:
+    """Mix ``(seed, step)`` into a 64-bit generator seed (splitmix64's finaliser)."""
+    z = (seed + (step + 1) * 0x9E3779B97F4A7C15) & _UINT64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _UINT64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _UINT64
+    return z ^ (z >> 31)
+
+
+def _column(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device).unsqueeze(1)
+
+
+def _token_counts(rows: list[list[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
+    """``[N, V]`` float counts of each token id per row, by one scatter over padded ids."""
+    width = max(1, *(len(r) for r in rows))
+    # Pad (and clamp out-of-range ids) to column V, an extra column that is dropped.
+    padded = [r + [vocab_size] * (width - len(r)) for r in rows]
+    ids = torch.tensor(padded, dtype=torch.long, device=device).clamp_(0, vocab_size)
+    counts = torch.zeros(len(rows), vocab_size + 1, device=device)
+    counts.scatter_add_(1, ids, torch.ones_like(ids, dtype=counts.dtype))
+    return counts[:, :vocab_size]
+
+
+def apply_penalties(
+    logits: torch.Tensor, params: Sequence[SamplingParams], hist: Sequence[SequenceTokens]
+) -> torch.Tensor:
+    """Repetition (prompt + output tokens), then frequency and presence (output) penalties."""
+    vocab_size, device = logits.shape[1], logits.device
+    if any(p.repetition_penalty != 1.0 for p in params):
+        rows = [
+            [*h.prompt_token_ids, *h.output_token_ids] if p.repetition_penalty != 1.0 else []
+            for p, h in zip(params, hist, strict=True)
+        ]
+        seen = _token_counts(rows, vocab_size, device) > 0
+        penalty = _column([p.repetition_penalty for p in params], logits)
+        penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+        logits = torch.where(seen, penalised, logits)
+    if any(p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 for p in params):
+        counts = _token_counts([list(h.output_token_ids) for h in hist], vocab_size, device)
+        frequency = _column([p.frequency_penalty for p in params], logits)
+        presence = _column([p.presence_penalty for p in params], logits)
+        logits = logits - (frequency * counts + presence * (counts > 0))
+    return logits
+
+
+def _apply_temperature(logits: torch.Tensor, params: Sequence[SamplingParams]) -> None:
+    temperatures = [1.0 if p.is_greedy else p.temperature for p in params]
+    if any(t != 1.0 for t in temperatures):
+        logits.div_(_column(temperatures, logits))
+
+
+def _truncate(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """Mask (to -inf) the tokens outside each row's min-p, top-k and top-p sets."""
+    logits = logits.clone()
+    if any(p.min_p > 0 for p in params):
+        # p_i >= min_p * p_max  <=>  logit_i >= logit_max + log(min_p); log(0) = -inf keeps all.
+        log_min_p = _column(
+            [math.log(p.min_p) if p.min_p > 0 else -math.inf for p in params], logits
+        )
+        floor = logits.amax(dim=-1, keepdim=True) + log_min_p
+        logits.masked_fill_(logits < floor, -math.inf)
+    if any(p.top_k > 0 or p.top_p < 1.0 for p in params):
+        logits = _top_k_top_p(logits, params)
+    return logits
+
+
+def _top_k_top_p(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    vocab_size = logits.shape[1]
+    ordered, order = logits.sort(dim=-1, descending=True)
+    ks = torch.tensor(
+        [p.top_k if p.top_k > 0 else vocab_size for p in params], device=logits.device
+    )
+    ranks = torch.arange(vocab_size, device=logits.device)
+    ordered.masked_fill_(ranks >= ks.unsqueeze(1), -math.inf)
+    if any(p.top_p < 1.0 for p in params):
+        probs = ordered.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # mass of the strictly more likely tokens
+        # top_p = 1 must keep everything, even where rounding makes the cumsum exceed 1.
+        top_p = _column([p.top_p if p.top_p < 1.0 else math.inf for p in params], logits)
+        outside = before >= top_p
+        outside[:, 0] = False
+        ordered.masked_fill_(outside, -math.inf)
+    return torch.empty_like(logits).scatter_(1, order, ordered)
+
+
+def _with_logprobs(
+    token_ids: torch.Tensor, logprobs: torch.Tensor, params: Sequence[SamplingParams]
+) -> SamplerOutput:
+    chosen = logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
+    k = min(max(p.top_logprobs for p in params), logprobs.shape[1])
+    top: list[list[tuple[int, float]]] = [[] for _ in params]
+    if k > 0:
+        values, ids = logprobs.topk(k, dim=-1)
+        for row, (p, row_ids, row_values) in enumerate(
+            zip(params, ids.tolist(), values.tolist(), strict=True)
+        ):
+            top[row] = list(
+                zip(row_ids[: p.top_logprobs], row_values[: p.top_logprobs], strict=True)
+            )
+    return SamplerOutput(token_ids.tolist(), chosen.tolist(), top)
