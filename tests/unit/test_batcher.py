@@ -303,3 +303,22 @@ async def test_a_request_that_cannot_make_its_deadline_is_shed_at_once() -> None
     runner.gate.set()
     await asyncio.gather(*busy)
     await batcher.close()
+
+
+async def test_a_non_idempotent_model_never_computes_a_failed_batch_again() -> None:
+    runner = FakeRunner(fail_on=3.0)
+    config = BatcherConfig(idempotent=False)
+    batcher = DynamicBatcher("m", runner, BatchPolicy(64), FixedCapacity(1), config)
+    batcher.start()
+    runner.gate.clear()
+    first = asyncio.ensure_future(batcher.submit(rows(0, 1), 1))
+    while not runner.batches:
+        await asyncio.sleep(0)
+    mates = [asyncio.ensure_future(batcher.submit(rows(i, 1), 1)) for i in (2, 3)]
+    await asyncio.sleep(0)
+    runner.gate.set()
+    await first
+    results = await asyncio.gather(*mates, return_exceptions=True)
+    assert all(isinstance(r, ModelError) for r in results)
+    assert runner.batches == [1, 2]  # the failed batch of two ran once, never again
+    await batcher.close()

@@ -118,6 +118,8 @@ class BatcherConfig:
     default_timeout_s: float = 60.0
     padding: Padding | None = None
     """None: only requests of equal shapes share a batch."""
+    idempotent: bool = True
+    """False: a failed batch is never computed again, not even one request at a time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +385,8 @@ class DynamicBatcher:
                 self._observer.observe_batch(rows, self._policy.max_rows(), compute_s)
             self._fan_out(batch, outputs, original, (started, compute_s))
         except InferdError as e:
-            if len(batch) > 1 and isinstance(e, ModelError | ReplicaUnavailable):
+            retry = self._config.idempotent and isinstance(e, ModelError | ReplicaUnavailable)
+            if len(batch) > 1 and retry:
                 # One bad request (one that raises, or crashes its replica) must not fail its
                 # batch-mates: retry each alone.
                 await asyncio.gather(*(self._compute([entry]) for entry in batch))

@@ -158,7 +158,14 @@ class ServedModel:
         limits = QueueLimits(b.max_queue_rows, b.max_queue_bytes, b.priority_levels)
         padding = _padding(self.config) if b.variable_dims == "pad" else None
         timeout_s = b.timeout_ms / 1e3
-        return BatcherConfig(b.max_batch_bytes, limits, self.config.batched, timeout_s, padding)
+        return BatcherConfig(
+            b.max_batch_bytes,
+            limits,
+            self.config.batched,
+            timeout_s,
+            padding,
+            idempotent=self.config.idempotent,
+        )
 
     def _on_pool_change(self) -> None:
         if self.pool is not None:
