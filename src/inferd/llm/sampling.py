@@ -172,7 +172,7 @@ class Sampler:
         self.eos_token_ids = frozenset(eos_token_ids)
         """Masked with the stop token ids until ``min_tokens`` (unless ``ignore_eos``)."""
         self.generator = generator
-        """Noise for unseeded rows; None uses torch's global generator."""
+        """Noise for unseeded rows, on the logits' device; None uses torch's global generator."""
         self._seeded: dict[torch.device, torch.Generator] = {}
 
     def sample(
@@ -253,7 +253,7 @@ def _column(values: list[float], like: torch.Tensor) -> torch.Tensor:
 
 def _token_counts(rows: list[list[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
     """``[N, V]`` float counts of each token id per row, by one scatter over padded ids."""
-    width = max(1, *(len(r) for r in rows))
+    width = max(1, max((len(r) for r in rows), default=0))
     # Pad (and clamp out-of-range ids) to column V, an extra column that is dropped.
     padded = [r + [vocab_size] * (width - len(r)) for r in rows]
     ids = torch.tensor(padded, dtype=torch.long, device=device).clamp_(0, vocab_size)
