@@ -104,7 +104,8 @@ class AsyncLLMEngine:
                     done = True  # the engine has already dropped the request
                     raise item
                 if not isinstance(item, StepOutput):
-                    return  # aborted
+                    done = True  # aborted, and already dropped
+                    return
                 done = item.finished
                 yield item
         finally:
@@ -197,7 +198,8 @@ class AsyncLLMEngine:
         sinks, self._sinks = self._sinks, {}
         for request_id in sinks:
             self.engine.abort(request_id)
-        _deliver({sink: [error] for sink in sinks.values()})
+        # An exception instance apiece: each stream raises it and writes its own traceback.
+        _deliver({sink: [type(error)(error.message)] for sink in sinks.values()})
 
 
 def _deliver(batches: dict[_Sink, list[_Item]]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 from collections.abc import Sequence as SequenceOf
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -113,6 +113,7 @@ class EngineStats:
     prefix_cache_hits: int = 0
     """Of those, tokens whose KV the cache supplied."""
     num_blocks: int = 0
+    block_size: int = 16
     num_used_blocks: int = 0
     num_tokens_stored: int = 0
     """Computed tokens held in used blocks (a shared block counted once)."""
@@ -123,7 +124,6 @@ class EngineStats:
     num_steps: int = 0
     num_computed_tokens: int = 0
     """Tokens the model computed, recomputation after preemption included."""
-    block_size: int = field(default=16, repr=False)
 
     @property
     def kv_cache_usage(self) -> float:
@@ -261,13 +261,13 @@ class LLMEngine:
             prefix_cache_queries=kv_cache.prefix_cache_queries,
             prefix_cache_hits=kv_cache.prefix_cache_hits,
             num_blocks=kv_cache.num_blocks,
+            block_size=kv_cache.block_size,
             num_used_blocks=kv_cache.pool.num_used_blocks,
             num_tokens_stored=kv_cache.num_tokens_stored,
             num_prompt_tokens=self.num_prompt_tokens,
             num_generation_tokens=self.num_generation_tokens,
             num_steps=self.num_steps,
             num_computed_tokens=self.num_computed_tokens,
-            block_size=kv_cache.block_size,
         )
 
     # --- helpers ----------------------------------------------------------------------------
