@@ -50,6 +50,7 @@ This module is the only one that reads environment variables.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -189,6 +190,36 @@ def cache_dir() -> Path:
     if base:
         return Path(base)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "inferd"
+
+
+def demo_llm_enabled() -> bool:
+    """Whether the demo repository includes the LLM it trains on first start: ``INFERD_DEMO_LLM``.
+
+    Off by default until ``inferd serve`` serves LLM folders (the OpenAI endpoint): until then
+    the model would cost minutes of training and show as a model that cannot be served.
+    ``1`` (or ``true``, ``yes``, ``on``) builds it.
+    """
+    value = os.environ.get("INFERD_DEMO_LLM", "0").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"INFERD_DEMO_LLM = {value!r}: expected 1 or 0")
+
+
+def demo_llm_train_seconds() -> float:
+    """How long the demo LLM trains when first built: ``INFERD_DEMO_LLM_TRAIN_S`` (180 s).
+
+    Part of the demo's cache tag, so a new budget trains (and caches) a new model.
+    """
+    raw = os.environ.get("INFERD_DEMO_LLM_TRAIN_S", "180")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"INFERD_DEMO_LLM_TRAIN_S = {raw!r}: expected seconds > 0")
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

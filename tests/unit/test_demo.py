@@ -40,6 +40,14 @@ EXPECTED_MODELS = set(MODEL_FILES) if HAS_TORCH else set(MODEL_FILES) - TORCH_MO
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _without_llm() -> Iterator[None]:
+    """These tests build the demo many times: without the LLM (test_demo_llm.py has it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INFERD_DEMO_LLM", "0")
+        yield
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One demo build per module, in a private cache dir that stays set for the module."""

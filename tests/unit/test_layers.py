@@ -30,7 +30,7 @@ PURE = [
 IMPURE = {"torch", "asyncio", "threading", "multiprocessing", "concurrent", "numpy"}
 
 # torch may be imported only where the model math lives.
-TORCH_ALLOWED = ("backends/torch_backend.py", "llm/", "demo/torch_models.py")
+TORCH_ALLOWED = ("backends/torch_backend.py", "llm/", "demo/torch_models.py", "demo/llm.py")
 
 
 def _modules() -> list[Path]:

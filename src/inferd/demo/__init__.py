@@ -2,7 +2,10 @@
 
 It is built on first use into ``cache_dir() / "demo" / <tag>`` and reused afterwards. The tag
 names the demo version and the library versions the files depend on, so upgrading scikit-learn
-or torch (or installing torch into a slim install) builds a fresh copy beside the old one.
+or torch (or installing torch into a slim install) builds a fresh copy beside the old one. With
+torch and transformers installed it also holds ``tiny_llama``, an LLM trained on first start for
+``INFERD_DEMO_LLM_TRAIN_S`` seconds (``INFERD_DEMO_LLM=0`` leaves it out); the budget is part of
+the tag, so a longer-trained model is cached beside a shorter-trained one, not mistaken for it.
 A build goes into a temporary folder that is renamed into place only when complete, under a
 file lock, so a crash never leaves a half-built repository and concurrent builders do not clash.
 """
@@ -20,13 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from inferd.config import cache_dir
+from inferd.config import cache_dir, demo_llm_enabled, demo_llm_train_seconds
 from inferd.demo.data import held_out_digits
 
 __all__ = ["DEMO_VERSION", "demo_repository", "held_out_digits", "version_tag"]
 
-DEMO_VERSION: Final = 2
+DEMO_VERSION: Final = 3
 """Bump whenever a demo model or its config changes, so old caches are not reused."""
+LLM_PACKAGES: Final = ("torch", "transformers", "tokenizers", "jinja2")
+"""What training the demo LLM needs (the slim install has none of them)."""
 
 logger = logging.getLogger("inferd.demo")
 
@@ -50,10 +55,17 @@ def demo_repository(rebuild: bool = False) -> Path:
 
 
 def version_tag() -> str:
-    """The cache folder's name: demo version plus the scikit-learn and torch versions."""
+    """The cache folder's name: demo version, scikit-learn and torch versions, LLM budget."""
     torch = _version("torch")
     torch_part = f"torch{torch}" if torch else "notorch"
-    return f"v{DEMO_VERSION}-sklearn{_version('scikit-learn')}-{torch_part}"
+    return f"v{DEMO_VERSION}-sklearn{_version('scikit-learn')}-{torch_part}{_llm_part()}"
+
+
+def _llm_part() -> str:
+    """``-llm180s`` when the demo LLM is built, else empty."""
+    if not (demo_llm_enabled() and all(_version(p) for p in LLM_PACKAGES)):
+        return ""
+    return f"-llm{demo_llm_train_seconds():g}s"
 
 
 def _version(package: str) -> str | None:

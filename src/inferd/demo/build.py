@@ -1,7 +1,8 @@
 """Builders for the demo model repository: one small function per model.
 
-Each builder writes one model folder (its files and a ``model.toml``) under the repository root
-and returns the model's manifest entry. Only ``build_repository`` is called from outside.
+Each builder writes one model folder (its files and a ``model.toml``; the LLM's is a Hugging Face
+folder instead) under the repository root and returns the model's manifest entry. Only
+``build_repository`` is called from outside.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from inferd.config import MODEL_CONFIG_FILE, BatchingConfig, TensorSpec
+from inferd.config import (
+    MODEL_CONFIG_FILE,
+    BatchingConfig,
+    TensorSpec,
+    demo_llm_enabled,
+    demo_llm_train_seconds,
+)
+from inferd.demo import LLM_PACKAGES
 from inferd.demo.data import DigitsSplit, digits_split
 
 logger = logging.getLogger("inferd.demo")
@@ -67,6 +75,8 @@ def build_repository(root: Path) -> dict[str, ModelEntry]:
             "torch is not installed: skipping demo models digits_torch and mlp "
             "(pip install 'inferd[torch]' to get them)"
         )
+    if demo_llm_enabled():
+        builders |= _llm_builders()
     manifest = {
         name: _timed(name, builder, root / name, split) for name, builder in builders.items()
     }
@@ -77,6 +87,17 @@ def build_repository(root: Path) -> dict[str, ModelEntry]:
 
 def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
+
+
+def _llm_builders() -> dict[str, Builder]:
+    """The demo LLM's builder, or none (with a warning) without torch and transformers."""
+    if all(importlib.util.find_spec(package) for package in LLM_PACKAGES):
+        return {"tiny_llama": build_tiny_llama}
+    logger.warning(
+        "torch or transformers is not installed: skipping the demo LLM tiny_llama "
+        "(pip install 'inferd[torch]' transformers to get it)"
+    )
+    return {}
 
 
 def _timed(name: str, builder: Builder, folder: Path, split: DigitsSplit) -> ModelEntry:
@@ -177,6 +198,20 @@ def build_mlp(folder: Path, split: DigitsSplit) -> ModelEntry:
         (TensorSpec("output", "FP32", (-1, 10)),),
     )
     return ModelEntry("torch")
+
+
+def build_tiny_llama(folder: Path, split: DigitsSplit) -> ModelEntry:
+    """``tiny_llama``: a small Llama trained on Python's own docs, as a Hugging Face folder."""
+    from inferd.demo import llm
+
+    seconds = demo_llm_train_seconds()
+    logger.info(
+        "training the demo LLM tiny_llama for %g s (INFERD_DEMO_LLM_TRAIN_S sets how long, "
+        "INFERD_DEMO_LLM=0 leaves it out)",
+        seconds,
+    )
+    llm.build_tiny_llama(folder, seconds)
+    return ModelEntry("llm")
 
 
 # --- helpers ---------------------------------------------------------------------------------
