@@ -29,6 +29,7 @@ logger = logging.getLogger("inferd.batching")
 
 # The loop re-checks its state at least this often even if nothing wakes it (every wait is bounded).
 _IDLE_POLL_S = 1.0
+_ADMIT_SHARE = 0.75
 
 
 class Capacity(Protocol):
@@ -232,7 +233,7 @@ class DynamicBatcher:
             timeout, _expire, futures, self.name, timeout
         )
         try:
-            parts = [await f for f in futures]
+            parts = [await futures[0]] if len(futures) == 1 else [await f for f in futures]
         finally:
             expiry.cancel()
         self._policy.on_request_done(self._clock.now() - now)
@@ -249,7 +250,9 @@ class DynamicBatcher:
         if speed <= 0.0 or not len(self._queue):
             return
         wait = (self._queue.rows + rows) / speed
-        if wait > timeout:
+        # A quarter of the deadline is left for the estimate's error and the request's own
+        # compute: a request admitted only to time out would waste a replica's time.
+        if wait > _ADMIT_SHARE * timeout:
             raise Overloaded(
                 f"model {self.name!r}: {self._queue.rows} rows are queued ahead, about "
                 f"{wait * 1e3:.0f} ms of work, past this request's deadline of "
@@ -269,8 +272,14 @@ class DynamicBatcher:
     ) -> list[Entry]:
         loop = asyncio.get_running_loop()
         batched = self._config.batched
+        if not batched or (
+            rows <= self._policy.max_rows() and nbytes <= self._config.max_batch_bytes
+        ):
+            key = self._key(inputs) if batched else None
+            ticket = _Ticket(inputs, loop.create_future())
+            return [Entry(rows, nbytes, key, now, deadline, priority, ticket)]
         limit = self._piece_rows(rows, nbytes)
-        ranges = split_rows(rows, limit) if batched and rows > limit else [(0, rows)]
+        ranges = split_rows(rows, limit) if rows > limit else [(0, rows)]
         entries = []
         for start, stop in ranges:
             piece = inputs if len(ranges) == 1 else {k: v[start:stop] for k, v in inputs.items()}

@@ -47,9 +47,10 @@ class RequestQueue:
         self._levels: list[deque[Entry]] = [deque() for _ in range(limits.priority_levels)]
         self.rows = 0
         self.nbytes = 0
+        self._count = 0  # kept, not summed: len() is asked several times per request
 
     def __len__(self) -> int:
-        return sum(len(level) for level in self._levels)
+        return self._count
 
     def check_fits(self, rows: int, nbytes: int) -> None:
         """Raise if a request this large could never be queued (a client error, not overload)."""
@@ -73,6 +74,7 @@ class RequestQueue:
             )
         for entry in entries:
             self._levels[self._level(entry.priority)].append(entry)
+        self._count += len(entries)
         self.rows += rows
         self.nbytes += nbytes
 
@@ -108,6 +110,7 @@ class RequestQueue:
         for e in removed:
             self.rows -= e.rows
             self.nbytes -= e.nbytes
+        self._count -= len(removed)
         return removed
 
     def take(self, max_rows: int, max_bytes: int) -> list[Entry]:

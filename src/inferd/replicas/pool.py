@@ -82,6 +82,7 @@ class ReplicaPool:
         self._slots: list[_Slot] = []
         self._next_index = 0
         self._taken = 0
+        self._ready = 0
         self._changed: asyncio.Future[None] | None = None
         self._router = Router()
         self._closing = False
@@ -93,8 +94,15 @@ class ReplicaPool:
 
     @property
     def ready_count(self) -> int:
-        """Replicas that take batches now."""
-        return sum(s.state is SlotState.READY for s in self._slots)
+        """Replicas that take batches now (counted on change: it is read on every request)."""
+        return self._ready
+
+    def _count_ready(self) -> None:
+        self._ready = sum(s.state is SlotState.READY for s in self._slots)
+
+    def _set_state(self, slot: _Slot, state: SlotState) -> None:
+        slot.state = state
+        self._count_ready()
 
     @property
     def current(self) -> int:
@@ -154,6 +162,7 @@ class ReplicaPool:
             self._changed.set_result(None)
 
     def _state_changed(self) -> None:
+        self._count_ready()
         self._wake()
         if self.on_change is not None:
             self.on_change()
@@ -204,7 +213,7 @@ class ReplicaPool:
             self._add_slot()
         surplus = sorted(live, key=lambda s: (s.state is SlotState.READY, s.outstanding))
         for slot in surplus[: max(0, len(live) - target)]:
-            slot.state = SlotState.DRAINING
+            self._set_state(slot, SlotState.DRAINING)
             slot.task = asyncio.get_running_loop().create_task(self._drain(slot))
         self._state_changed()
 
@@ -229,7 +238,8 @@ class ReplicaPool:
         if slot.state is SlotState.DRAINING or self._closing:
             await replica.close()
             return
-        slot.replica, slot.state, slot.started_at = replica, SlotState.READY, self._clock.now()
+        slot.replica, slot.started_at = replica, self._clock.now()
+        self._set_state(slot, SlotState.READY)
         self._state_changed()
 
     async def _launch_logged(self, slot: _Slot) -> None:
@@ -239,13 +249,14 @@ class ReplicaPool:
             logger.error(
                 "model %r: replica %d failed to start: %s", self.name, slot.index, e.message
             )
-            slot.state = SlotState.DEAD
+            self._set_state(slot, SlotState.DEAD)
             self._schedule_restart(slot)
 
     def _on_exit(self, slot: _Slot, replica: Replica) -> None:
         if self._closing or slot.state is SlotState.DRAINING:
             return
-        slot.state, slot.replica = SlotState.DEAD, None
+        slot.replica = None
+        self._set_state(slot, SlotState.DEAD)
         lived = self._clock.now() - slot.started_at
         slot.failures = 1 if lived >= self._restart.stable_after_s else slot.failures + 1
         self._state_changed()
@@ -262,7 +273,7 @@ class ReplicaPool:
         await asyncio.sleep(delay)
         if self._closing or slot.state is not SlotState.DEAD:
             return
-        slot.state = SlotState.STARTING
+        self._set_state(slot, SlotState.STARTING)
         self.restarts += 1
         if self.on_restart is not None:
             self.on_restart("crash")
@@ -276,6 +287,7 @@ class ReplicaPool:
             await slot.replica.close()
         if slot in self._slots:
             self._slots.remove(slot)
+            self._count_ready()
         self._state_changed()
 
     async def close(self) -> None:
@@ -286,3 +298,4 @@ class ReplicaPool:
                 slot.task.cancel()
         await asyncio.gather(*(s.replica.close() for s in self._slots if s.replica is not None))
         self._slots.clear()
+        self._count_ready()

@@ -186,10 +186,10 @@ class ServedModel:
         """Validate a request against the signature and compute it in a batch; count it."""
         if self.batcher is None or self.config is None or not self.ready:
             raise ModelNotReady(self.not_ready_reason())
-        started = time.perf_counter()
+        started = time.monotonic()
         self.ongoing += 1
-        self.last_request_at = time.monotonic()
-        if self.pool is not None and self.pool.current == 0:
+        self.last_request_at = started
+        if self.pool is not None and not self.pool.ready_count:
             self.cold_start_needed.set()
         rows = 0
         outcome = "success"
@@ -204,7 +204,7 @@ class ServedModel:
             raise
         finally:
             self.ongoing -= 1
-            self._observe(outcome, time.perf_counter() - started, rows, answer, options)
+            self._observe(outcome, time.monotonic() - started, rows, answer, options)
 
     def _observe(
         self,
