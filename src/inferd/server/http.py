@@ -65,8 +65,8 @@ class watch_disconnect:  # lower case: used as a context manager, like contextli
 
     The watch starts only once the request has waited ``delay_s``: a task per request costs
     a quarter of the front end's time per request, and a request answered within tens of
-    milliseconds gains little from being dropped (at most one batch slot is spent on it). Use it only once the body has been read: it consumes the
-    connection's next ASGI message.
+    milliseconds gains little from being dropped (at most one batch slot is spent on it).
+    Use it only once the body has been read: it consumes the connection's next ASGI message.
     """
 
     def __init__(self, request: Request, delay_s: float = 0.05) -> None:
