@@ -10,6 +10,46 @@ from inferd.config import ModelConfig, TensorSpec
 from inferd.errors import InvalidRequest
 
 
+class SignatureCheck:
+    """A model's input signature, prepared once, checked on every request.
+
+    The common case (the right names, datatypes and fixed dims) is a few comparisons; the
+    precise error messages are built only when something is wrong.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        self._config = config
+        self._names = frozenset(spec.name for spec in config.inputs)
+        # name -> (datatype, rank, the dims that must match: (axis, size))
+        self._expected = {
+            spec.name: (
+                spec.datatype,
+                len(spec.shape),
+                tuple((axis, size) for axis, size in enumerate(spec.shape) if size != -1),
+            )
+            for spec in config.inputs
+        }
+
+    def rows(self, inputs: Mapping[str, np.ndarray], datatypes: Mapping[str, str]) -> int:
+        """Validate names, datatypes and shapes; return the batch size (1 if unbatched)."""
+        if inputs.keys() != self._names:
+            check_inputs(self._config, inputs, datatypes)  # raises, naming the input
+        rows = -1
+        for name, array in inputs.items():
+            datatype, rank, fixed = self._expected[name]
+            shape = array.shape
+            if (
+                datatypes.get(name, datatype) != datatype
+                or len(shape) != rank
+                or any(shape[axis] != size for axis, size in fixed)
+                or (rows not in (-1, shape[0]) and self._config.batched)
+                or (self._config.batched and shape[0] == 0)
+            ):
+                return check_inputs(self._config, inputs, datatypes)  # raises, naming why
+            rows = shape[0] if rank else 1
+        return rows if self._config.batched else 1
+
+
 def check_inputs(
     config: ModelConfig, inputs: Mapping[str, np.ndarray], datatypes: Mapping[str, str]
 ) -> int:

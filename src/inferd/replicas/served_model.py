@@ -38,7 +38,7 @@ from inferd.metrics.registry import ModelMetrics
 from inferd.replicas.pool import OnExit, ReplicaPool
 from inferd.replicas.process_replica import ProcessReplica
 from inferd.replicas.replica import Replica, ThreadReplica
-from inferd.signature import check_inputs
+from inferd.signature import SignatureCheck
 
 Tensors = dict[str, np.ndarray]
 
@@ -85,6 +85,7 @@ class ServedModel:
         self.pool: ReplicaPool | None = None
         self.batcher: DynamicBatcher | None = None
         self.output_datatypes: dict[str, str] = {}
+        self._signature: SignatureCheck | None = None
         self.ongoing = 0
         self.desired_replicas = 0
         self.last_request_at: float | None = None
@@ -115,6 +116,7 @@ class ServedModel:
         inputs, outputs = self.pool.signature()
         self.config = config = config.with_signature(inputs, outputs)
         self.output_datatypes = {s.name: s.datatype for s in config.outputs}
+        self._signature = SignatureCheck(config)
         self.batcher = DynamicBatcher(
             self.name,
             self.pool.infer,
@@ -184,7 +186,7 @@ class ServedModel:
         self, inputs: Tensors, datatypes: Mapping[str, str], options: RequestOptions
     ) -> Answer:
         """Validate a request against the signature and compute it in a batch; count it."""
-        if self.batcher is None or self.config is None or not self.ready:
+        if self.batcher is None or self._signature is None or self.config is None or not self.ready:
             raise ModelNotReady(self.not_ready_reason())
         started = time.monotonic()
         self.ongoing += 1
@@ -195,7 +197,7 @@ class ServedModel:
         outcome = "success"
         answer: Answer | None = None
         try:
-            rows = check_inputs(self.config, inputs, datatypes)
+            rows = self._signature.rows(inputs, datatypes)
             priority = options.priority or self.config.batching.default_priority
             answer = await self.batcher.submit(inputs, rows, priority, options.timeout_s)
             return answer
