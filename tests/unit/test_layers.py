@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
 # The hard logic stays pure: no torch, no asyncio, no threads or processes.
 PURE = [
     "llm/sequence.py", "llm/kv_cache.py", "llm/scheduler.py",
-    "batching/policy.py", "batching/queue.py", "batching/slo.py",
+    "batching/policy.py", "batching/queue.py", "batching/slo.py", "batching/simulation.py",
     "replicas/router.py", "replicas/autoscaler.py", "metrics/window.py",
 ]  # fmt: skip
 IMPURE = {"torch", "asyncio", "threading", "multiprocessing", "concurrent", "numpy"}

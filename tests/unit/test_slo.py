@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-import random
-from collections import deque
-from typing import Protocol
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferd.batching.policy import BatchPolicy
+from inferd.batching.policy import BatchPolicy, DispatchPolicy
+from inferd.batching.simulation import Workload
+from inferd.batching.simulation import simulate as run
 from inferd.batching.slo import SloController, SloTarget
 from inferd.errors import ConfigError
 
@@ -219,75 +218,18 @@ def test_wait_is_finite_and_non_negative_and_rows_in_bounds(
 # --- a simulated queue ------------------------------------------------------------------------
 
 
-class Mode(Protocol):
-    def on_arrival(self, now: float, rows: int) -> None: ...
-    def on_batch_done(self, rows: int, compute_s: float) -> None: ...
-    def on_request_done(self, total_s: float) -> None: ...
-    def max_rows(self) -> int: ...
-    def wait_before_dispatch(
-        self, pending_rows: int, oldest_arrival: float, now: float
-    ) -> float: ...
-
-
-class Fixed(BatchPolicy):
-    """Today's fixed-delay policy behind the controller's interface."""
-
-    def on_arrival(self, now: float, rows: int) -> None:
-        pass
-
-    def on_batch_done(self, rows: int, compute_s: float) -> None:
-        pass
-
-    def on_request_done(self, total_s: float) -> None:
-        pass
-
-    def max_rows(self) -> int:
-        return self.max_batch_size
-
-
-def simulate(mode: Mode, rate: float, requests: int = 6000) -> tuple[float, float]:
-    """One replica, Poisson one-row arrivals, batches of (A + B·rows) ± 10%: p99, mean batch."""
-    rng = random.Random(7)
-    queue: deque[float] = deque()
-    running: list[float] = []
-    latencies: list[float] = []
-    sizes: list[int] = []
-    left, compute = requests, 0.0
-    next_arrival, done_at, wake = rng.expovariate(rate), math.inf, math.inf
-    while len(latencies) < requests:
-        now = min(next_arrival, done_at, wake)
-        if now == done_at:  # the batch ends: report it and its requests
-            mode.on_batch_done(len(running), compute)
-            for arrival in running:
-                latencies.append(now - arrival)
-                mode.on_request_done(now - arrival)
-            running, done_at = [], math.inf
-        elif now == next_arrival:
-            queue.append(now)
-            mode.on_arrival(now, 1)
-            left -= 1
-            next_arrival = now + rng.expovariate(rate) if left else math.inf
-        wake = math.inf
-        if running or not queue:
-            continue
-        wait = mode.wait_before_dispatch(len(queue), queue[0], now)
-        if now + wait > now:  # like the batcher: sleep until an arrival, a batch end, or this
-            wake = now + wait
-            continue
-        running = [queue.popleft() for _ in range(min(len(queue), mode.max_rows()))]
-        compute = (A + B * len(running)) * rng.uniform(0.9, 1.1)
-        done_at = now + compute
-        sizes.append(len(running))
-    latencies.sort()
-    return latencies[math.ceil(0.99 * len(latencies)) - 1], sum(sizes) / len(sizes)
+def simulate(policy: DispatchPolicy, rate: float) -> tuple[float, float]:
+    """One replica, batches of (A + B·rows) ± 10%: the p99 and the mean batch size."""
+    out = run(policy, Workload(rate=rate, a_s=A, b_s=B, requests=6000, seed=7))
+    return out.p99_s, out.mean_batch
 
 
 def test_slo_mode_meets_the_target_with_bigger_batches_than_no_delay() -> None:
     target = 0.050
     rate = 300.0  # rows/s: about 40% of a replica with one-row batches
     slo_p99, slo_batch = simulate(SloController(SloTarget(target, 64)), rate)
-    zero_p99, zero_batch = simulate(Fixed(64, 0.0), rate)
-    late_p99, _ = simulate(Fixed(64, target), rate)
+    zero_p99, zero_batch = simulate(BatchPolicy(64, 0.0), rate)
+    late_p99, _ = simulate(BatchPolicy(64, target), rate)
     assert slo_p99 <= target
     assert slo_batch > 2 * zero_batch  # it spends the latency budget on amortization
     assert late_p99 > target  # a fixed delay the size of the target misses it
@@ -299,6 +241,6 @@ def test_past_capacity_the_cap_does_not_starve_the_replica() -> None:
     # A cap without the stability floor let the queue grow to a p99 of about 26 s here.
     rate = 700.0
     slo_p99, slo_batch = simulate(SloController(SloTarget(0.050, 64)), rate)
-    zero_p99, _ = simulate(Fixed(64, 0.0), rate)
+    zero_p99, _ = simulate(BatchPolicy(64, 0.0), rate)
     assert slo_p99 < 1.5 * zero_p99
     assert slo_batch > 9

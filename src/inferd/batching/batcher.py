@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from inferd.batching.padding import pad_and_stack, pad_key, unpad
-from inferd.batching.policy import split_rows
+from inferd.batching.policy import DispatchPolicy, split_rows
 from inferd.batching.queue import Entry, QueueLimits, RequestQueue
 from inferd.clock import Clock, MonotonicClock
 from inferd.errors import InferdError, ModelError, Overloaded, ReplicaUnavailable, RequestTimeout
@@ -73,24 +73,6 @@ class FixedCapacity:
         self._free += 1
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-
-
-class DispatchPolicy(Protocol):
-    """When to send a batch and how many rows it may hold."""
-
-    def max_rows(self) -> int: ...
-
-    def wait_before_dispatch(
-        self, pending_rows: int, oldest_arrival: float, now: float
-    ) -> float: ...
-
-    def take_rows(self, pending_rows: int, oldest_arrival: float, now: float) -> int: ...
-
-    def on_arrival(self, now: float, rows: int) -> None: ...
-
-    def on_batch_done(self, rows: int, compute_s: float) -> None: ...
-
-    def on_request_done(self, total_s: float) -> None: ...
 
 
 class BatchObserver(Protocol):

@@ -9,6 +9,25 @@ replicas are busy. ``slo.SloController`` is the alternative that picks the delay
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class DispatchPolicy(Protocol):
+    """When to send a batch and how many rows it may hold."""
+
+    def max_rows(self) -> int: ...
+
+    def wait_before_dispatch(
+        self, pending_rows: int, oldest_arrival: float, now: float
+    ) -> float: ...
+
+    def take_rows(self, pending_rows: int, oldest_arrival: float, now: float) -> int: ...
+
+    def on_arrival(self, now: float, rows: int) -> None: ...
+
+    def on_batch_done(self, rows: int, compute_s: float) -> None: ...
+
+    def on_request_done(self, total_s: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

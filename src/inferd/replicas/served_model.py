@@ -12,15 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from inferd.batching.batcher import (
-    Answer,
-    BatcherConfig,
-    DispatchPolicy,
-    DynamicBatcher,
-    Padding,
-)
+from inferd.batching.batcher import Answer, BatcherConfig, DynamicBatcher, Padding
 from inferd.batching.padding import resolve_follows
-from inferd.batching.policy import BatchPolicy
+from inferd.batching.policy import BatchPolicy, DispatchPolicy
 from inferd.batching.queue import QueueLimits
 from inferd.batching.slo import SloController, SloTarget
 from inferd.config import ModelConfig, TensorSpec, usable_cpus
