@@ -66,6 +66,18 @@ class ServerProcess:
             time.sleep(0.1)
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
 
+    def __enter__(self) -> ServerProcess:
+        """Wait until ready (stopping the server if it never gets there)."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def log(self) -> str:
         self._log.flush()
         return self._log_path.read_text(errors="replace")

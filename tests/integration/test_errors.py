@@ -161,12 +161,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory, demo_repo: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess([repo], "--max-body-mb", "1", log_dir=tmp_path_factory.mktemp("logs"))
-    try:
-        proc.wait_ready()
+    with ServerProcess(
+        [repo], "--max-body-mb", "1", log_dir=tmp_path_factory.mktemp("logs")
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -701,14 +699,10 @@ def fragile_server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     root = tmp_path_factory.mktemp("fragile-repo")
     shutil.copytree(repo / "echo", root / "echo")
     _python_model(root, "exiter", EXITER_PY, _io_toml("Exiter", "FP32", 4, "max_batch_size = 64"))
-    proc = ServerProcess(
+    with ServerProcess(
         [root], "--max-body-mb", "0.01", log_dir=tmp_path_factory.mktemp("fragile-logs")
-    )
-    try:
-        proc.wait_ready()
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_chunked_body_arriving_whole_over_a_small_limit_is_413(

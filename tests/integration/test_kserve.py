@@ -69,12 +69,8 @@ def server(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     root = tmp_path_factory.mktemp("repo")
     shutil.copytree(demo_repo, root / "demo")
     _identity_repo(root / "extra")
-    proc = ServerProcess([root / "demo", root / "extra"], log_dir=root)
-    try:
-        proc.wait_ready()
+    with ServerProcess([root / "demo", root / "extra"], log_dir=root) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

@@ -242,12 +242,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory, files: Path) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("replicas-repo")
     _build_repository(root, files)
-    proc = ServerProcess([root], log_dir=tmp_path_factory.mktemp("logs"))
-    try:
-        proc.wait_ready()
+    with ServerProcess([root], log_dir=tmp_path_factory.mktemp("logs")) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -691,14 +687,10 @@ def priced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     _model(root, "who", WHO_PY, _toml("Who", 4, pid=True, extra="instances = 2\n"))
     config = root.parent / f"{root.name}-inferd.toml"
     config.write_text("[server]\nprice_per_hour = 3.6\n")
-    proc = ServerProcess(
+    with ServerProcess(
         [root], "--config", str(config), log_dir=tmp_path_factory.mktemp("priced-logs")
-    )
-    try:
-        proc.wait_ready()
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_cost_per_request_and_in_metrics(priced_server: ServerProcess) -> None:
