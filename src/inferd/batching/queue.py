@@ -103,15 +103,20 @@ class RequestQueue:
         """Remove and return the entries for which ``predicate(entry)`` is true."""
         removed: list[Entry] = []
         for i, level in enumerate(self._levels):
+            if not any(predicate(entry) for entry in level):
+                continue  # the usual case: nothing to drop, nothing to rebuild
             kept: deque[Entry] = deque()
             for entry in level:
                 (removed if predicate(entry) else kept).append(entry)
             self._levels[i] = kept
-        for e in removed:
+        self._forget(removed)
+        return removed
+
+    def _forget(self, entries: list[Entry]) -> None:
+        for e in entries:
             self.rows -= e.rows
             self.nbytes -= e.nbytes
-        self._count -= len(removed)
-        return removed
+        self._count -= len(entries)
 
     def take(self, max_rows: int, max_bytes: int) -> list[Entry]:
         """The next batch: the most urgent oldest request, then compatible ones, level by level.
@@ -124,18 +129,41 @@ class RequestQueue:
         if head is None:
             return []
         batch: list[Entry] = []
-        rows = nbytes = 0
-        for entry in self:
-            if entry is not head and (
-                entry.key != head.key
-                or rows + entry.rows > max_rows
-                or nbytes + entry.nbytes > max_bytes
-            ):
-                continue
-            batch.append(entry)
-            rows, nbytes = rows + entry.rows, nbytes + entry.nbytes
-            if rows >= max_rows:
+        budget = _Budget(max_rows, max_bytes)
+        for i, level in enumerate(self._levels):
+            skipped: deque[Entry] = deque()
+            while level and not budget.full:
+                entry = level.popleft()
+                if entry is head or (entry.key == head.key and budget.fits(entry)):
+                    budget.add(entry)
+                    batch.append(entry)
+                else:
+                    skipped.append(entry)
+            if skipped:  # back in front of the rest, in their order
+                skipped.extend(level)
+                self._levels[i] = skipped
+            if budget.full:
                 break
-        chosen = {id(e) for e in batch}
-        self.remove_if(lambda e: id(e) in chosen)
+        self._forget(batch)
         return batch
+
+
+class _Budget:
+    """Rows and bytes left in the batch being formed."""
+
+    def __init__(self, max_rows: int, max_bytes: int) -> None:
+        self.max_rows, self.max_bytes = max_rows, max_bytes
+        self.rows = self.nbytes = 0
+
+    @property
+    def full(self) -> bool:
+        return self.rows >= self.max_rows
+
+    def fits(self, entry: Entry) -> bool:
+        return (
+            self.rows + entry.rows <= self.max_rows and self.nbytes + entry.nbytes <= self.max_bytes
+        )
+
+    def add(self, entry: Entry) -> None:
+        self.rows += entry.rows
+        self.nbytes += entry.nbytes
