@@ -7,7 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from inferd.batching.batcher import Answer, BatcherConfig, DynamicBatcher, FixedCapacity
+from inferd.batching.batcher import Answer, BatcherConfig, DynamicBatcher
+from inferd.batching.capacity import FixedCapacity
 from inferd.batching.policy import BatchPolicy
 from inferd.batching.queue import QueueLimits
 from inferd.errors import ModelError, Overloaded, RequestTimeout

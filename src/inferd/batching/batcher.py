@@ -16,9 +16,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from inferd.batching.capacity import Capacity
 from inferd.batching.padding import pad_and_stack, pad_key, unpad
 from inferd.batching.policy import DispatchPolicy, split_rows
 from inferd.batching.queue import Entry, QueueLimits, RequestQueue
+from inferd.batching.stacking import check_rows, concatenate, stack_key
 from inferd.clock import Clock, MonotonicClock
 from inferd.errors import InferdError, ModelError, Overloaded, ReplicaUnavailable, RequestTimeout
 
@@ -30,49 +32,6 @@ logger = logging.getLogger("inferd.batching")
 # The loop re-checks its state at least this often even if nothing wakes it (every wait is bounded).
 _IDLE_POLL_S = 1.0
 _ADMIT_SHARE = 0.75
-
-
-class Capacity(Protocol):
-    """Room for batches in flight (the replica pool, or a fixed number)."""
-
-    async def acquire(self, timeout: float) -> bool: ...
-
-    def try_acquire(self) -> bool: ...
-
-    def release(self) -> None: ...
-
-    @property
-    def slots(self) -> int:
-        """Batches that may be in flight at once now (ready replicas)."""
-
-
-class FixedCapacity:
-    """At most ``n`` batches in flight (the batcher's loop is its only caller of ``acquire``)."""
-
-    def __init__(self, n: int) -> None:
-        self._free = n
-        self.slots = n
-        self._waiter: asyncio.Future[None] | None = None
-
-    async def acquire(self, timeout: float) -> bool:
-        if self._free == 0:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait((self._waiter,), timeout=timeout)
-            finally:
-                self._waiter = None
-        return self.try_acquire()
-
-    def try_acquire(self) -> bool:
-        if self._free == 0:
-            return False
-        self._free -= 1
-        return True
-
-    def release(self) -> None:
-        self._free += 1
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
 
 class BatchObserver(Protocol):
@@ -120,11 +79,6 @@ class Answer:
 class _Ticket:
     inputs: Tensors
     future: asyncio.Future[tuple[Tensors, float, float, int]]
-
-
-def stack_key(inputs: Tensors) -> Hashable:
-    """Requests with equal keys can be concatenated along the batch axis."""
-    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
 
 
 class DynamicBatcher:
@@ -390,7 +344,7 @@ class DynamicBatcher:
     def _stack(self, batch: list[Entry]) -> tuple[Tensors, list[dict[str, tuple[int, ...]]]]:
         padding = self._config.padding
         if padding is None:
-            return _concatenate(batch), []
+            return concatenate(batch), []
         requests = [e.ticket.inputs for e in batch]
         return pad_and_stack(requests, padding.inputs, padding.value)
 
@@ -407,7 +361,7 @@ class DynamicBatcher:
             _settle(entry.ticket.future, (outputs, started - entry.arrival, compute_s, 1))
             return
         total = sum(e.rows for e in batch)
-        _check_rows(self.name, outputs, total)
+        check_rows(self.name, outputs, total)
         for entry, part in zip(batch, self._split(batch, outputs, original), strict=True):
             _settle(entry.ticket.future, (part, started - entry.arrival, compute_s, total))
 
@@ -438,24 +392,6 @@ def _expire(futures: list[asyncio.Future[Any]], name: str, timeout: float) -> No
     for future in futures:
         if not future.done():
             future.set_exception(error)
-
-
-def _check_rows(name: str, outputs: Tensors, total: int) -> None:
-    for output, array in outputs.items():
-        if array.ndim == 0 or array.shape[0] != total:
-            got = "a scalar" if array.ndim == 0 else f"{array.shape[0]} rows"
-            raise ModelError(
-                f"model {name!r} returned {got} in output {output!r} for a batch of "
-                f"{total} rows; predict must return one row per input row"
-            )
-
-
-def _concatenate(batch: list[Entry]) -> Tensors:
-    if len(batch) == 1:
-        inputs: Tensors = batch[0].ticket.inputs
-        return inputs
-    names = batch[0].ticket.inputs.keys()
-    return {n: np.concatenate([e.ticket.inputs[n] for e in batch]) for n in names}
 
 
 def _join(parts: list[tuple[Tensors, float, float, int]]) -> Answer:
