@@ -16,6 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from tiny_configs import LLAMA_SHAPE  # noqa: E402
+
 from inferd.errors import (  # noqa: E402
     InvalidRequest,
     ModelError,
@@ -32,16 +34,7 @@ NUM_PROMPTS = 8
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> EngineConfig:
     torch.manual_seed(0)
-    shape = transformers.LlamaConfig(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.1,
-    )
+    shape = transformers.LlamaConfig(**LLAMA_SHAPE)
     path = tmp_path_factory.mktemp("llama")
     transformers.AutoModelForCausalLM.from_config(shape).save_pretrained(path)
     # 48 blocks of 4 tokens (2 layers, 2 KV heads of 16 dims, fp32): 8 streams preempt.

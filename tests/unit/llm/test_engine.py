@@ -16,6 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from tiny_configs import GPT2_SHAPE, LLAMA_SHAPE  # noqa: E402
+
 from inferd.errors import ConfigError, InvalidRequest  # noqa: E402
 from inferd.llm.checkpoint import load_arch_config  # noqa: E402
 from inferd.llm.engine import EngineConfig, GenerationParams, LLMEngine  # noqa: E402
@@ -24,31 +26,9 @@ from inferd.llm.runner import kv_block_bytes, num_blocks_for_budget  # noqa: E40
 BLOCK_SIZE = 4
 NUM_NEW_TOKENS = 16
 
-_LLAMA = {
-    "vocab_size": 256,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 256,
-    "initializer_range": 0.1,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-}
-_GPT2 = {
-    "vocab_size": 256,
-    "n_embd": 64,
-    "n_layer": 2,
-    "n_head": 4,
-    "n_positions": 256,
-    "initializer_range": 0.2,  # smaller ones make greedy GPT-2 repeat one token forever
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-}
 CONFIGS = {
-    "llama": lambda: transformers.LlamaConfig(**_LLAMA),
-    "gpt2": lambda: transformers.GPT2Config(**_GPT2),
+    "llama": lambda: transformers.LlamaConfig(**LLAMA_SHAPE),
+    "gpt2": lambda: transformers.GPT2Config(**GPT2_SHAPE),
 }
 
 

@@ -18,6 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from tiny_configs import GPT2_SHAPE, LLAMA_SHAPE  # noqa: E402
+
 from inferd.errors import ConfigError  # noqa: E402
 from inferd.llm.attention import allocate_kv_cache, build_attention_batch  # noqa: E402
 from inferd.llm.checkpoint import (  # noqa: E402
@@ -34,35 +36,13 @@ NUM_BLOCKS = 96
 NUM_NEW_TOKENS = 20
 PROMPTS = [[5, 17, 42, 99, 3, 64, 11, 8, 120, 33, 7], [9, 1, 250], [77, 31, 4, 4, 200, 18, 61]]
 
-_LLAMA_SHAPE = {
-    "vocab_size": 256,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 256,
-    "initializer_range": 0.1,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-}
-
 CONFIGS: dict[str, Callable[[], Any]] = {
-    "llama": lambda: transformers.LlamaConfig(**_LLAMA_SHAPE),
-    "mistral": lambda: transformers.MistralConfig(**_LLAMA_SHAPE),
-    "qwen2": lambda: transformers.Qwen2Config(**_LLAMA_SHAPE, tie_word_embeddings=True),
-    "gpt2": lambda: transformers.GPT2Config(
-        vocab_size=256,
-        n_embd=64,
-        n_layer=2,
-        n_head=4,
-        n_positions=256,
-        initializer_range=0.2,  # smaller ones make greedy GPT-2 repeat one token forever
-        bos_token_id=0,
-        eos_token_id=0,
-    ),
+    "llama": lambda: transformers.LlamaConfig(**LLAMA_SHAPE),
+    "mistral": lambda: transformers.MistralConfig(**LLAMA_SHAPE),
+    "qwen2": lambda: transformers.Qwen2Config(**LLAMA_SHAPE, tie_word_embeddings=True),
+    "gpt2": lambda: transformers.GPT2Config(**GPT2_SHAPE),
     "llama3-rope": lambda: transformers.LlamaConfig(
-        **_LLAMA_SHAPE,
+        **LLAMA_SHAPE,
         rope_scaling={
             "rope_type": "llama3",
             "factor": 8.0,
@@ -72,7 +52,7 @@ CONFIGS: dict[str, Callable[[], Any]] = {
         },
     ),
     "linear-rope": lambda: transformers.LlamaConfig(
-        **_LLAMA_SHAPE, rope_scaling={"rope_type": "linear", "factor": 4.0}
+        **LLAMA_SHAPE, rope_scaling={"rope_type": "linear", "factor": 4.0}
     ),
 }
 
@@ -254,7 +234,7 @@ def write_config(folder: Path, config: dict[str, Any]) -> Path:
 def test_transformers4_config_dialect(tmp_path: Path) -> None:
     raw = {
         "architectures": ["LlamaForCausalLM"],
-        **{k: v for k, v in _LLAMA_SHAPE.items() if k != "eos_token_id"},
+        **{k: v for k, v in LLAMA_SHAPE.items() if k != "eos_token_id"},
         "eos_token_id": [2, 9],
         "rope_theta": 500000.0,
         "rope_scaling": {"type": "linear", "factor": 2.0},
@@ -276,7 +256,7 @@ def test_config_errors_name_the_file(tmp_path: Path) -> None:
         load_arch_config(unknown)
     bad_rope = {
         "architectures": ["LlamaForCausalLM"],
-        **_LLAMA_SHAPE,
+        **LLAMA_SHAPE,
         "rope_scaling": {"rope_type": "yarn", "factor": 4.0},
     }
     with pytest.raises(ConfigError, match="yarn"):
@@ -284,7 +264,7 @@ def test_config_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def test_missing_weights_are_a_config_error(tmp_path: Path) -> None:
-    folder = write_config(tmp_path, {"architectures": ["LlamaForCausalLM"], **_LLAMA_SHAPE})
+    folder = write_config(tmp_path, {"architectures": ["LlamaForCausalLM"], **LLAMA_SHAPE})
     with pytest.raises(ConfigError, match=r"no model\.safetensors"):
         load_model(folder)
     index = {"weight_map": {"lm_head.weight": "model-00001-of-00002.safetensors"}}
