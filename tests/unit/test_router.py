@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inferd.replicas.router import Router, choose_replica, least_busy
+from inferd.replicas.router import Router, least_busy
 
 ALL = [True, True, True]
 
 
 def test_least_outstanding_wins() -> None:
     assert Router().choose([3, 1, 2], ALL) == 1
-    assert choose_replica([3, 1, 2], ALL, [False] * 3) == 1
+    assert least_busy([3, 1, 2], ALL) == 1
 
 
 def test_ties_rotate() -> None:
@@ -30,8 +30,7 @@ def test_ties_rotate_among_the_least_busy_only() -> None:
 
 
 def test_unhealthy_and_draining_replicas_are_never_chosen() -> None:
-    outstanding, healthy, draining = [0, 0, 9], [False, True, True], [False, True, False]
-    assert choose_replica(outstanding, healthy, draining) == 2
+    assert least_busy([0, 0, 9], [False, False, True]) == 2
     router = Router()
     assert {router.choose([0, 0, 0], [False, True, False]) for _ in range(5)} == {1}
 
@@ -39,16 +38,15 @@ def test_unhealthy_and_draining_replicas_are_never_chosen() -> None:
 def test_none_when_none_is_available() -> None:
     assert Router().choose([], []) is None
     assert Router().choose([0, 0], [False, False]) is None
-    assert choose_replica([0, 0], [True, False], [True, False]) is None
+    assert least_busy([0, 0], [False, False]) is None
 
 
-def test_rng_value_picks_where_ties_start() -> None:
-    healthy, draining = [True] * 4, [False] * 4
-    assert choose_replica([0, 0, 0, 0], healthy, draining) == 0
-    assert choose_replica([0, 0, 0, 0], healthy, draining, rng_value=0.6) == 2
-    assert choose_replica([0, 0, 0, 0], healthy, draining, rng_value=0.99) == 3
-    assert choose_replica([5, 0, 5, 0], healthy, draining, rng_value=0.6) == 3
-    assert choose_replica([5, 0, 5, 0], healthy, draining, rng_value=0.1) == 1
+def test_start_picks_where_ties_begin() -> None:
+    every = [True] * 4
+    assert least_busy([0, 0, 0, 0], every) == 0
+    assert least_busy([0, 0, 0, 0], every, start=2) == 2
+    assert least_busy([5, 0, 5, 0], every, start=2) == 3
+    assert least_busy([5, 0, 5, 0], every, start=0) == 1
 
 
 def test_the_router_survives_a_shrinking_pool() -> None:
@@ -61,22 +59,18 @@ def test_the_router_survives_a_shrinking_pool() -> None:
 def test_mismatched_lengths_are_a_bug() -> None:
     with pytest.raises(ValueError):
         least_busy([0, 0], [True])
-    with pytest.raises(ValueError):
-        choose_replica([0, 0], [True, True], [False])
 
 
 @given(
-    st.lists(st.tuples(st.integers(0, 5), st.booleans(), st.booleans()), max_size=12),
-    st.one_of(st.none(), st.floats(0.0, 1.0, exclude_max=True)),
+    st.lists(st.tuples(st.integers(0, 5), st.booleans()), max_size=12),
+    st.integers(0, 20),
 )
 def test_the_choice_is_an_available_least_busy_replica(
-    replicas: list[tuple[int, bool, bool]], rng_value: float | None
+    replicas: list[tuple[int, bool]], start: int
 ) -> None:
-    outstanding = [count for count, _, _ in replicas]
-    healthy = [ok for _, ok, _ in replicas]
-    draining = [leaving for _, _, leaving in replicas]
-    index = choose_replica(outstanding, healthy, draining, rng_value)
-    available = [i for i, (_, ok, leaving) in enumerate(replicas) if ok and not leaving]
+    outstanding = [count for count, _ in replicas]
+    index = least_busy(outstanding, [ok for _, ok in replicas], start)
+    available = [i for i, (_, ok) in enumerate(replicas) if ok]
     if not available:
         assert index is None
     else:

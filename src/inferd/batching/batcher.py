@@ -105,7 +105,6 @@ class DynamicBatcher:
         self._waiter: asyncio.Future[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self.in_flight = 0
         self._rows_per_s = 0.0  # one replica's speed, smoothed over recent batches
 
     @property
@@ -305,11 +304,9 @@ class DynamicBatcher:
         task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: list[Entry]) -> None:
-        self.in_flight += 1
         try:
             await self._compute(batch)
         finally:
-            self.in_flight -= 1
             self._capacity.release()
             self._wake()
 

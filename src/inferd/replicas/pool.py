@@ -116,11 +116,6 @@ class ReplicaPool:
                 return slot.replica.signature
         return (), ()
 
-    @property
-    def outstanding(self) -> int:
-        """Batches in flight on all replicas."""
-        return sum(s.outstanding for s in self._slots)
-
     # --- capacity for the batcher ----------------------------------------------------------
 
     async def acquire(self, timeout: float) -> bool:

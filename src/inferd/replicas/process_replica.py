@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
@@ -43,26 +43,6 @@ T = TypeVar("T")
 
 logger = logging.getLogger("inferd.replicas")
 
-# Libraries read these once, at import, in the child: set them for the child's start only.
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-_env_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _thread_env(threads: int) -> Iterator[None]:
-    with _env_lock:
-        saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
-        os.environ.update({k: str(threads) for k in _THREAD_VARIABLES})
-        try:
-            yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-
 _PRELOAD: list[str] = ["inferd.replicas.worker"]
 _forkserver_lock = threading.Lock()
 
@@ -83,11 +63,6 @@ def _context() -> multiprocessing.context.ForkServerContext:
     with _forkserver_lock:
         context.set_forkserver_preload(list(_PRELOAD))
     return context
-
-
-def _start_with_threads(process: multiprocessing.process.BaseProcess, threads: int) -> None:
-    with _thread_env(threads):
-        process.start()
 
 
 class _Channel(asyncio.BufferedProtocol):
@@ -158,9 +133,9 @@ class ProcessReplica:
             name=f"inferd-{self.config.name}-{self.index}",
             daemon=True,
         )
-        # Environment and start together, on a worker thread: the lock must never be held
-        # across an await on the event loop (a second model starting would block the loop).
-        await asyncio.to_thread(_start_with_threads, process, self.threads)
+        # Thread limits are applied inside the replica (worker._limit_threads): a fork-server
+        # child inherits the fork server's environment, not the one around this call.
+        await asyncio.to_thread(process.start)
         self._process = process
         child.close()
         parent.setblocking(False)

@@ -35,19 +35,3 @@ def least_busy(outstanding: Sequence[int], available: Sequence[bool], start: int
         if available[index] and (best is None or outstanding[index] < outstanding[best]):
             best = index
     return best
-
-
-def choose_replica(
-    outstanding: Sequence[int],
-    healthy: Sequence[bool],
-    draining: Sequence[bool],
-    rng_value: float | None = None,
-) -> int | None:
-    """Stateless choice among healthy, non-draining replicas.
-
-    Ties go to the first from index ``int(rng_value * len(outstanding))`` on (``rng_value`` in
-    [0, 1)), or from index 0 without one; ``Router`` rotates instead.
-    """
-    available = [ok and not leaving for ok, leaving in zip(healthy, draining, strict=True)]
-    start = 0 if rng_value is None else int(rng_value * len(outstanding))
-    return least_busy(outstanding, available, start)

@@ -190,9 +190,9 @@ class ServedModel:
         rows = 0
         outcome = "success"
         answer: Answer | None = None
+        priority = options.priority or self.config.batching.default_priority
         try:
             rows = self._signature.rows(inputs, datatypes)
-            priority = options.priority or self.config.batching.default_priority
             answer = await self.batcher.submit(inputs, rows, priority, options.timeout_s)
             return answer
         except BaseException as e:
@@ -200,7 +200,7 @@ class ServedModel:
             raise
         finally:
             self.ongoing -= 1
-            self._observe(outcome, time.monotonic() - started, rows, answer, options)
+            self._observe(outcome, time.monotonic() - started, rows, answer, priority, options)
 
     def _observe(
         self,
@@ -208,12 +208,12 @@ class ServedModel:
         total_s: float,
         rows: int,
         answer: Answer | None,
+        priority: int,
         options: RequestOptions,
     ) -> None:
         queue_s = answer.queue_s if answer else 0.0
         compute_s = answer.compute_s if answer else 0.0
         deadline = options.timeout_s
-        priority = options.priority or (self.config.batching.default_priority if self.config else 1)
         self.metrics.observe_request(outcome, total_s, queue_s, compute_s, rows, priority, deadline)
         if outcome == "shed":
             self.metrics.on_shed()
