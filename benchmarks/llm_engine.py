@@ -23,8 +23,9 @@ import transformers
 
 from benchmarks.harness import save
 from inferd.llm.checkpoint import load_arch_config
-from inferd.llm.engine import EngineConfig, GenerationParams, LLMEngine
+from inferd.llm.engine import EngineConfig, LLMEngine
 from inferd.llm.runner import kv_block_bytes
+from inferd.llm.sampling import SamplingParams
 
 PROMPT_LEN = 128
 NEW_TOKENS = 128
@@ -106,7 +107,7 @@ def make_engine(path: Path, device: str, num_blocks: int, prefix_caching: bool) 
 
 def inferd_throughput(engine: LLMEngine, prompts: list[list[int]]) -> dict[str, float]:
     """All prompts at once; output tokens/s and the KV cache's occupancy at its fullest step."""
-    params = GenerationParams(max_tokens=NEW_TOKENS, ignore_eos=True)
+    params = SamplingParams(max_tokens=NEW_TOKENS, ignore_eos=True, temperature=0.0)
     started, first_step = time.perf_counter(), engine.num_steps
     for index, prompt in enumerate(prompts):
         engine.add_request(f"tp-{index}", prompt, params)
@@ -129,7 +130,9 @@ def inferd_throughput(engine: LLMEngine, prompts: list[list[int]]) -> dict[str, 
 
 def time_to_first_token(engine: LLMEngine, request_id: str, prompt: list[int]) -> float:
     started = time.perf_counter()
-    engine.add_request(request_id, prompt, GenerationParams(max_tokens=1, ignore_eos=True))
+    engine.add_request(
+        request_id, prompt, SamplingParams(max_tokens=1, ignore_eos=True, temperature=0.0)
+    )
     while not engine.step():
         pass
     return time.perf_counter() - started
@@ -152,7 +155,9 @@ def prefix_ttft(engine: LLMEngine, repeats: int = 3) -> dict[str, float]:
 
 
 def warm_up(engine: LLMEngine, model: transformers.PreTrainedModel) -> None:
-    engine.generate(random_prompts(4, 64, 9), GenerationParams(max_tokens=8, ignore_eos=True))
+    engine.generate(
+        random_prompts(4, 64, 9), SamplingParams(max_tokens=8, ignore_eos=True, temperature=0.0)
+    )
     with torch.inference_mode():
         model.generate(torch.tensor(random_prompts(2, 16, 9)), max_new_tokens=4, do_sample=False)
 

@@ -27,8 +27,9 @@ from inferd.demo.llm import (  # noqa: E402
 )
 from inferd.errors import ConfigError  # noqa: E402
 from inferd.llm.checkpoint import load_arch_config  # noqa: E402
-from inferd.llm.engine import EngineConfig, GenerationParams, LLMEngine  # noqa: E402
+from inferd.llm.engine import EngineConfig, LLMEngine  # noqa: E402
 from inferd.llm.models.registry import load_model  # noqa: E402
+from inferd.llm.sampling import SamplingParams  # noqa: E402
 
 TRAIN_SECONDS = "8"
 FOLDER_FILES = {
@@ -238,7 +239,9 @@ def test_transformers_generates_greedily(folder: Path) -> None:
 def test_inferd_engine_generates_what_transformers_would(folder: Path) -> None:
     engine = LLMEngine.from_config(EngineConfig(model_path=str(folder), kv_cache_bytes=8 << 20))
     prompt = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(SAMPLE_PROMPT).ids
-    (tokens,) = engine.generate([prompt], GenerationParams(max_tokens=8, ignore_eos=True))
+    (tokens,) = engine.generate(
+        [prompt], SamplingParams(max_tokens=8, ignore_eos=True, temperature=0.0)
+    )
     model = transformers.AutoModelForCausalLM.from_pretrained(folder)
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1]

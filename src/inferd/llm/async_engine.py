@@ -20,8 +20,8 @@ from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
 
 from inferd.errors import InferdError, InvalidRequest, ModelError, ModelNotReady, ReplicaUnavailable
-from inferd.llm.engine import EngineConfig, EngineStats, GenerationParams, LLMEngine, Sampler
-from inferd.llm.engine import greedy_sample as _greedy_sample
+from inferd.llm.engine import EngineConfig, EngineStats, LLMEngine
+from inferd.llm.sampling import Sampler, SamplingParams
 from inferd.llm.scheduler import StepOutput
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class _Sink:
 class _Add:
     request_id: str
     prompt_token_ids: tuple[int, ...]
-    params: GenerationParams
+    params: SamplingParams
     sink: _Sink
 
 
@@ -71,7 +71,7 @@ class AsyncLLMEngine:
 
     @classmethod
     def from_config(
-        cls, config: EngineConfig, sampler: Sampler = _greedy_sample, idle_wait_s: float = 0.5
+        cls, config: EngineConfig, sampler: Sampler | None = None, idle_wait_s: float = 0.5
     ) -> AsyncLLMEngine:
         """Build the ``LLMEngine`` (loading the model) and start its thread."""
         return cls(LLMEngine.from_config(config, sampler), idle_wait_s)
@@ -86,7 +86,7 @@ class AsyncLLMEngine:
         return self._thread.is_alive()
 
     async def stream(
-        self, request_id: str, prompt_token_ids: SequenceOf[int], params: GenerationParams
+        self, request_id: str, prompt_token_ids: SequenceOf[int], params: SamplingParams
     ) -> AsyncIterator[StepOutput]:
         """The request's new tokens as they are sampled; closing the iterator early aborts it.
 

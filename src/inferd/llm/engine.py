@@ -8,9 +8,10 @@ scheduler records it all. ``async_engine.AsyncLLMEngine`` runs this loop in a th
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from collections.abc import Sequence as SequenceOf
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Final
 
 import torch
 
@@ -18,31 +19,12 @@ from inferd.errors import ConfigError, InvalidRequest
 from inferd.llm.checkpoint import ModelArchConfig
 from inferd.llm.models import resolve_dtype
 from inferd.llm.runner import ModelRunner
+from inferd.llm.sampling import Sampler, SamplerOutput, SamplingParams
 from inferd.llm.scheduler import RunnerOutput, Scheduler, SchedulerConfig, StepOutput
-from inferd.llm.sequence import Sequence, StopCondition
+from inferd.llm.sequence import Sequence
 
-
-@dataclass(frozen=True, slots=True)
-class GenerationParams:
-    """How one request generates: when it stops, and how its tokens are drawn."""
-
-    max_tokens: int = 16
-    """Most output tokens."""
-    stop_token_ids: frozenset[int] = frozenset()
-    """Token ids that end generation (kept in the output)."""
-    ignore_eos: bool = False
-    """Generate past the model's end-of-sequence tokens (benchmarks)."""
-    temperature: float = 0.0
-    """0 is greedy; above 0 needs a sampler that draws."""
-    seed: int | None = None
-    """Seed of the request's own random stream, for reproducible sampling."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "stop_token_ids", frozenset(self.stop_token_ids))
-        if self.max_tokens < 1:
-            raise InvalidRequest(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise InvalidRequest(f"temperature must be >= 0, got {self.temperature}")
+GREEDY: Final = SamplingParams(temperature=0.0)
+"""Argmax decoding: the default of offline ``generate``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,18 +69,8 @@ class EngineRequest:
     """A request the engine holds: its parameters and the scheduler's sequence."""
 
     request_id: str
-    params: GenerationParams
+    params: SamplingParams
     seq: Sequence
-
-
-Sampler = Callable[[torch.Tensor, SequenceOf[EngineRequest]], list[int]]
-"""(fp32 logits [N, vocab], the N requests in row order) -> one token id per row."""
-
-
-def greedy_sample(logits: torch.Tensor, requests: SequenceOf[EngineRequest]) -> list[int]:
-    """Argmax of each row: the sampler until ``sampling.py`` provides the real one."""
-    token_ids: list[int] = logits.argmax(dim=-1).tolist()
-    return token_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +113,7 @@ class LLMEngine:
     """Continuous batching over a paged KV cache: ``add_request``, then ``step()`` until done."""
 
     def __init__(
-        self, runner: ModelRunner, scheduler: Scheduler, sampler: Sampler = greedy_sample
+        self, runner: ModelRunner, scheduler: Scheduler, sampler: Sampler | None = None
     ) -> None:
         if scheduler.config.block_size != runner.block_size:
             raise ConfigError(
@@ -150,7 +122,7 @@ class LLMEngine:
             )
         self.runner = runner
         self.scheduler = scheduler
-        self.sampler = sampler
+        self.sampler = sampler or Sampler(runner.arch.eos_token_ids)
         self.num_steps = 0
         self.num_prompt_tokens = 0
         self.num_generation_tokens = 0
@@ -159,7 +131,7 @@ class LLMEngine:
         self._generate_ids = itertools.count()
 
     @classmethod
-    def from_config(cls, config: EngineConfig, sampler: Sampler = greedy_sample) -> LLMEngine:
+    def from_config(cls, config: EngineConfig, sampler: Sampler | None = None) -> LLMEngine:
         """Load the checkpoint, size the KV cache and build the scheduler."""
         config.validate()
         dtype = None if config.dtype == "auto" else config.dtype
@@ -184,11 +156,14 @@ class LLMEngine:
     # --- requests ---------------------------------------------------------------------------
 
     def add_request(
-        self, request_id: str, prompt_token_ids: SequenceOf[int], params: GenerationParams
+        self, request_id: str, prompt_token_ids: SequenceOf[int], params: SamplingParams
     ) -> None:
-        """Queue a request; ``InvalidRequest`` if it can never be served as asked."""
+        """Queue one sequence (``params.n`` is the caller's business); ``InvalidRequest`` if it
+        can never be served as asked. Stop strings are the caller's too: it sees the text."""
         self._check_request(prompt_token_ids, params)
-        seq = Sequence(request_id, tuple(prompt_token_ids), self._stop_condition(params))
+        eos_ids = self.arch.eos_token_ids
+        stop = params.to_stop_condition(eos_ids[0] if eos_ids else None, eos_ids[1:])
+        seq = Sequence(request_id, tuple(prompt_token_ids), stop)
         self.scheduler.add(seq)
         self._requests[request_id] = EngineRequest(request_id, params, seq)
         self.num_prompt_tokens += seq.num_prompt_tokens
@@ -209,11 +184,16 @@ class LLMEngine:
         if plan.is_empty:
             return []
         logits, request_ids = self.runner.execute(plan)
-        token_ids: list[int] = []
+        sample = SamplerOutput([])
         if request_ids:
-            token_ids = self.sampler(logits, [self._requests[rid] for rid in request_ids])
-        sampled = RunnerOutput(dict(zip(request_ids, token_ids, strict=True)))
+            requests = [self._requests[rid] for rid in request_ids]
+            sample = self.sampler.sample(
+                logits, [r.params for r in requests], [r.seq for r in requests]
+            )
+        sampled = RunnerOutput(dict(zip(request_ids, sample.token_ids, strict=True)))
         outputs = self.scheduler.update(plan, sampled)
+        if sample.logprobs is not None:
+            outputs = _with_logprobs(outputs, request_ids, sample, self._requests)
         self.num_steps += 1
         self.num_computed_tokens += plan.num_scheduled_tokens
         self.num_generation_tokens += len(outputs)
@@ -225,11 +205,11 @@ class LLMEngine:
     def generate(
         self,
         prompts: Iterable[SequenceOf[int]],
-        params: GenerationParams | SequenceOf[GenerationParams] = GenerationParams(),
+        params: SamplingParams | SequenceOf[SamplingParams] = GREEDY,
     ) -> list[list[int]]:
         """Offline: run every prompt to completion together; the output tokens of each."""
         prompts = list(prompts)
-        all_params = [params] * len(prompts) if isinstance(params, GenerationParams) else params
+        all_params = [params] * len(prompts) if isinstance(params, SamplingParams) else params
         request_ids = [f"generate-{next(self._generate_ids)}" for _ in prompts]
         for request_id, prompt, request_params in zip(
             request_ids, prompts, all_params, strict=True
@@ -272,7 +252,7 @@ class LLMEngine:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _check_request(self, prompt_token_ids: SequenceOf[int], params: GenerationParams) -> None:
+    def _check_request(self, prompt_token_ids: SequenceOf[int], params: SamplingParams) -> None:
         max_len = self.arch.max_model_len
         if len(prompt_token_ids) + params.max_tokens > max_len:
             raise InvalidRequest(
@@ -282,17 +262,23 @@ class LLMEngine:
         vocab_size = self.arch.vocab_size
         if any(not 0 <= token_id < vocab_size for token_id in prompt_token_ids):
             raise InvalidRequest(f"prompt has token ids outside [0, {vocab_size})")
-        if params.temperature > 0 and self.sampler is greedy_sample:
-            raise InvalidRequest("temperature > 0 needs a sampling engine; this one is greedy")
 
-    def _stop_condition(self, params: GenerationParams) -> StopCondition:
-        eos_ids = self.arch.eos_token_ids
-        stop_ids = params.stop_token_ids
-        if not params.ignore_eos:
-            stop_ids |= frozenset(eos_ids[1:])  # StopCondition knows one eos; the rest stop too
-        return StopCondition(
-            max_tokens=params.max_tokens,
-            stop_token_ids=stop_ids,
-            eos_token_id=eos_ids[0] if eos_ids else None,
-            ignore_eos=params.ignore_eos,
-        )
+
+def _with_logprobs(
+    outputs: list[StepOutput],
+    request_ids: SequenceOf[str],
+    sample: SamplerOutput,
+    requests: dict[str, EngineRequest],
+) -> list[StepOutput]:
+    """Attach each sampled token's logprob (and top alternatives) where its request asked."""
+    assert sample.logprobs is not None
+    row = {rid: i for i, rid in enumerate(request_ids)}
+    result: list[StepOutput] = []
+    for out in outputs:
+        request = requests.get(out.request_id)
+        i = row[out.request_id]
+        if request is not None and request.params.logprobs:
+            top = sample.top_logprobs[i] if sample.top_logprobs is not None else None
+            out = replace(out, logprob=sample.logprobs[i], top_logprobs=top)
+        result.append(out)
+    return result

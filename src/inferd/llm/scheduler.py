@@ -127,6 +127,10 @@ class StepOutput:
     token_id: int
     finished: bool
     finish_reason: FinishReason | None = None
+    logprob: float | None = None
+    """The token's log-probability, when its request asked for logprobs."""
+    top_logprobs: list[tuple[int, float]] | None = None
+    """The most likely ``(token_id, logprob)`` alternatives at this position, best first."""
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,8 @@ from inferd.errors import (  # noqa: E402
     ReplicaUnavailable,
 )
 from inferd.llm.async_engine import AsyncLLMEngine  # noqa: E402
-from inferd.llm.engine import EngineConfig, GenerationParams, LLMEngine  # noqa: E402
+from inferd.llm.engine import EngineConfig, LLMEngine  # noqa: E402
+from inferd.llm.sampling import Sampler, SamplerOutput, SamplingParams  # noqa: E402
 from inferd.llm.scheduler import StepOutput  # noqa: E402
 
 NUM_PROMPTS = 8
@@ -60,8 +62,8 @@ def prompts() -> list[list[int]]:
     return [torch.randint(3, 256, (3 + 5 * i,), generator=generator).tolist() for i in range(8)]
 
 
-def params(max_tokens: int = 12) -> GenerationParams:
-    return GenerationParams(max_tokens=max_tokens, ignore_eos=True)
+def params(max_tokens: int = 12) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0)
 
 
 def sync_tokens(config: EngineConfig, max_tokens: int = 12) -> list[list[int]]:
@@ -156,16 +158,16 @@ async def test_refused_request_raises_from_the_stream(engine: AsyncLLMEngine) ->
 async def test_failed_step_fails_its_streams_and_the_engine_serves_on(
     config: EngineConfig,
 ) -> None:
-    calls = 0
+    class FailingOnce(Sampler):
+        calls = 0
 
-    def sample_failing_once(logits: torch.Tensor, requests: object) -> list[int]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("boom")
-        return list(logits.argmax(dim=-1).tolist())
+        def sample(self, *args: Any, **kwargs: Any) -> SamplerOutput:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("boom")
+            return super().sample(*args, **kwargs)
 
-    engine = AsyncLLMEngine.from_config(config, sampler=sample_failing_once)
+    engine = AsyncLLMEngine.from_config(config, sampler=FailingOnce())
     try:
         with pytest.raises(ModelError, match="boom"):
             await collect(engine, "r0", prompts()[0])

@@ -20,8 +20,10 @@ from tiny_configs import GPT2_SHAPE, LLAMA_SHAPE  # noqa: E402
 
 from inferd.errors import ConfigError, InvalidRequest  # noqa: E402
 from inferd.llm.checkpoint import load_arch_config  # noqa: E402
-from inferd.llm.engine import EngineConfig, GenerationParams, LLMEngine  # noqa: E402
+from inferd.llm.engine import EngineConfig, LLMEngine  # noqa: E402
 from inferd.llm.runner import kv_block_bytes, num_blocks_for_budget  # noqa: E402
+from inferd.llm.sampling import SamplingParams  # noqa: E402
+from inferd.llm.scheduler import StepOutput  # noqa: E402
 
 BLOCK_SIZE = 4
 NUM_NEW_TOKENS = 16
@@ -86,8 +88,8 @@ def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     return save_checkpoint(request.param, tmp_path_factory.mktemp(request.param))
 
 
-def greedy(max_tokens: int = NUM_NEW_TOKENS, **kwargs: Any) -> GenerationParams:
-    return GenerationParams(max_tokens=max_tokens, ignore_eos=True, **kwargs)
+def greedy(max_tokens: int = NUM_NEW_TOKENS, **kwargs: Any) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0, **kwargs)
 
 
 def assert_all_freed(engine: LLMEngine) -> None:
@@ -172,11 +174,40 @@ def test_requests_that_cannot_be_served_are_refused(checkpoint: Checkpoint) -> N
         engine.add_request("long", [5] * 250, greedy(10))
     with pytest.raises(InvalidRequest, match="outside"):
         engine.add_request("vocab", [5, 999], greedy())
-    with pytest.raises(InvalidRequest, match="greedy"):
-        engine.add_request("hot", [5], greedy(temperature=0.7))
     with pytest.raises(InvalidRequest, match="max_tokens"):
-        GenerationParams(max_tokens=0)
+        SamplingParams(max_tokens=0)
     assert not engine.has_unfinished()
+
+
+def test_seeded_sampling_repeats_alone_and_beside_others(checkpoint: Checkpoint) -> None:
+    hot = SamplingParams(max_tokens=12, ignore_eos=True, temperature=1.5, top_k=50, seed=7)
+    prompt = make_prompts(1, seed=4)[0]
+    (alone,) = checkpoint.engine().generate([prompt], hot)
+    crowd = checkpoint.engine().generate([*make_prompts(5, seed=5), prompt], [greedy()] * 5 + [hot])
+    (greedy_tokens,) = checkpoint.engine().generate([prompt], greedy(12))
+    assert crowd[-1] == alone
+    assert alone != greedy_tokens  # temperature 1.5 over 12 tokens leaves the argmax path
+
+
+def test_logprobs_come_with_the_tokens_that_asked(checkpoint: Checkpoint) -> None:
+    engine = checkpoint.engine()
+    engine.add_request("lp", [5, 6, 7], greedy(4, logprobs=True, top_logprobs=3))
+    engine.add_request("plain", [5, 6, 7], greedy(4))
+    outputs: dict[str, list[StepOutput]] = {"lp": [], "plain": []}
+    while engine.has_unfinished():
+        for out in engine.step():
+            outputs[out.request_id].append(out)
+    for out in outputs["lp"]:
+        assert out.logprob is not None and out.logprob <= 0
+        assert out.top_logprobs is not None and len(out.top_logprobs) == 3
+        best_id, best_logprob = out.top_logprobs[0]
+        assert best_id == out.token_id  # greedy picks the most likely token
+        assert best_logprob == pytest.approx(out.logprob)
+        assert [lp for _, lp in out.top_logprobs] == sorted(
+            (lp for _, lp in out.top_logprobs), reverse=True
+        )
+    assert all(out.logprob is None and out.top_logprobs is None for out in outputs["plain"])
+    assert [o.token_id for o in outputs["lp"]] == [o.token_id for o in outputs["plain"]]
 
 
 @pytest.mark.parametrize(
