@@ -11,6 +11,7 @@ A model folder holds its files and an optional ``model.toml``::
     idempotent = true               # a batch may be retried elsewhere if its replica dies
     isolation = "process"           # or "thread": in the server's process, no crash isolation
     device = "auto"                 # auto | cpu | cuda
+    precision = "fp32"              # fp32 | bf16 | fp16 | int8: converted on load (torch, onnx)
 
     [batching]
     max_batch_size = 64             # rows per batch; 0 means the model takes no batch axis
@@ -41,6 +42,14 @@ A model folder holds its files and an optional ``model.toml``::
 
     price_per_hour = 0.0            # one replica's hardware, for cost per inference
 
+    [llm]                           # backend = "llm" (a Hugging Face checkpoint folder)
+    dtype = "auto"                  # auto | float32 | bfloat16 | float16
+    kv_cache_mb = 512               # KV cache memory; blocks = this / bytes per block
+    block_size = 16                 # tokens per KV block
+    max_num_seqs = 64               # sequences decoding together
+    max_num_batched_tokens = 2048   # token budget per engine step (chunked prefill)
+    enable_prefix_caching = true
+
     [parameters]                    # free-form, handed to a python backend's constructor
 
 The server reads an optional ``inferd.toml`` with a ``[server]`` table (see ``ServerConfig``).
@@ -61,8 +70,10 @@ from inferd.datatypes import DATATYPES
 from inferd.errors import ConfigError
 
 MODEL_CONFIG_FILE: Final = "model.toml"
-BACKENDS: Final = ("python", "torch", "onnx", "sklearn")
+BACKENDS: Final = ("python", "torch", "onnx", "sklearn", "llm")
+LLM_DTYPES: Final = ("auto", "float32", "bfloat16", "float16")
 DEVICES: Final = ("auto", "cpu", "cuda")
+PRECISIONS: Final = ("fp32", "bf16", "fp16", "int8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +132,23 @@ class AutoscalingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LLMSettings:
+    """``[llm]``: how an LLM's engine spends memory and compute (backend = "llm")."""
+
+    dtype: str = "auto"
+    """auto (the checkpoint's own), float32, bfloat16 or float16."""
+    kv_cache_mb: int = 512
+    """Memory for the paged KV cache; the number of blocks follows from it."""
+    block_size: int = 16
+    """Tokens per KV block."""
+    max_num_seqs: int = 64
+    """Most sequences decoding together."""
+    max_num_batched_tokens: int = 2048
+    """Token budget of one engine step (long prompts are prefilled in chunks of it)."""
+    enable_prefix_caching: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """Everything inferd knows about one model before loading it."""
 
@@ -147,8 +175,11 @@ class ModelConfig:
     price_per_hour: float | None = None
     """What one replica's hardware costs per hour; None: the server's price."""
     device: str = "auto"
+    precision: str = "fp32"
+    """fp32 serves the model as it is; bf16, fp16 and int8 convert it on load (inferd.optimize)."""
     version: str = "1"
     parameters: dict[str, Any] = field(default_factory=dict)
+    llm: LLMSettings = field(default_factory=LLMSettings)
     source: Path | None = None
     """The config file this came from, for error messages; None when everything was inferred."""
 
@@ -363,6 +394,25 @@ def _read_batching(table: _Table) -> BatchingConfig:
     return BatchingConfig(**values)
 
 
+def _read_llm(table: _Table) -> LLMSettings:
+    sub = table.table("llm")
+    dtype = sub.get("dtype", str, "auto", "one of " + ", ".join(LLM_DTYPES))
+    if dtype not in LLM_DTYPES:
+        raise sub.error("dtype", "one of " + ", ".join(LLM_DTYPES))
+    settings = LLMSettings(
+        dtype=dtype,
+        kv_cache_mb=_count(sub, "kv_cache_mb", 512, 1, "MiB for the KV cache"),
+        block_size=_count(sub, "block_size", 16, 1, "tokens per KV block"),
+        max_num_seqs=_count(sub, "max_num_seqs", 64, 1, "sequences decoding together"),
+        max_num_batched_tokens=_count(
+            sub, "max_num_batched_tokens", 2048, 1, "token budget of one step"
+        ),
+        enable_prefix_caching=sub.get("enable_prefix_caching", bool, True, "true or false"),
+    )
+    sub.reject_unknown()
+    return settings
+
+
 def _count(t: _Table, key: str, default: int, minimum: int, what: str) -> int:
     value: int = t.get(key, int, default, f"an integer >= {minimum} ({what})")
     if value < minimum:
@@ -407,6 +457,9 @@ def model_config_from_dict(
     device = t.get("device", str, "auto", "one of " + ", ".join(DEVICES))
     if device not in DEVICES:
         raise t.error("device", "one of " + ", ".join(DEVICES))
+    precision = t.get("precision", str, "fp32", "one of " + ", ".join(PRECISIONS))
+    if precision not in PRECISIONS:
+        raise t.error("precision", "one of " + ", ".join(PRECISIONS))
     kwargs = {
         "name": name,
         "path": folder,
@@ -420,11 +473,13 @@ def model_config_from_dict(
         "autoscaling": _read_autoscaling(t),
         "price_per_hour": _optional_number(t, "price_per_hour"),
         "device": device,
+        "precision": precision,
         "version": str(t.get("version", (str, int), "1", "a version (string or integer)")),
         "batching": _read_batching(t),
         "inputs": _read_tensors(t, "inputs"),
         "outputs": _read_tensors(t, "outputs"),
         "parameters": t.get("parameters", dict, {}, "a table of free-form parameters"),
+        "llm": _read_llm(t),
     }
     t.reject_unknown()
     return kwargs

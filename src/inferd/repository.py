@@ -1,9 +1,10 @@
 """Model discovery: command-line paths to model configs, and loading one model.
 
-Each path is a model file (``model.onnx``), a model folder (one with ``model.toml`` or with one
-model file) or a repository (a folder of model folders; hidden ``.x`` and ``_x`` folders are
-skipped). A broken model folder becomes a ``ModelEntry`` with an ``error``, so the others still
-serve; a missing path or two models with one name are command-line mistakes and raise.
+Each path is a model file (``model.onnx``), a model folder (one with ``model.toml``, with one
+model file, or a Hugging Face LLM checkpoint: ``config.json`` and ``*.safetensors``) or a
+repository (a folder of model folders; hidden ``.x`` and ``_x`` folders are skipped). A broken
+model folder becomes a ``ModelEntry`` with an ``error``, so the others still serve; a missing
+path or two models with one name are command-line mistakes and raise.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from inferd.config import (
     read_toml,
 )
 from inferd.errors import ConfigError, InferdError
+from inferd.optimize import create_optimized_backend, is_optimized_copy
 
 DEFAULT_PYTHON_FILE: Final = "model.py"
 _SUFFIX_LIST: Final = ", ".join(sorted(MODEL_SUFFIXES))
@@ -54,7 +56,10 @@ def discover(paths: Sequence[Path]) -> list[ModelEntry]:
 
 def load_model(config: ModelConfig) -> tuple[Backend, ModelConfig]:
     """Create and load the model's backend; returns it with the config's signature completed."""
-    backend = create_backend(config)
+    # At another precision the model is converted on load (inferd.optimize), logging a report.
+    backend = (
+        create_backend(config) if config.precision == "fp32" else create_optimized_backend(config)
+    )
     try:
         backend.load()
         inputs, outputs = backend.signature()
@@ -99,7 +104,16 @@ def _file_entry(path: Path) -> ModelEntry:
 
 
 def _is_model_folder(folder: Path) -> bool:
-    return (folder / MODEL_CONFIG_FILE).is_file() or bool(_model_files(folder))
+    return (
+        (folder / MODEL_CONFIG_FILE).is_file()
+        or bool(_model_files(folder))
+        or is_llm_checkpoint(folder)
+    )
+
+
+def is_llm_checkpoint(folder: Path) -> bool:
+    """A Hugging Face checkpoint folder: ``config.json`` beside ``*.safetensors`` weights."""
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
 def _folder_entry(folder: Path) -> ModelEntry:
@@ -115,6 +129,10 @@ def _folder_config(folder: Path) -> ModelConfig:
     source = toml if toml.is_file() else None
     data = read_toml(toml) if source else {}
     kwargs = model_config_from_dict(data, folder, folder.name, source or folder)
+    if kwargs["backend"] is None and kwargs["file"] is None and is_llm_checkpoint(folder):
+        kwargs["backend"] = "llm"
+    if kwargs["backend"] == "llm":
+        return ModelConfig(**kwargs, source=source)  # the folder is the model
     # A backend and an entry point are enough: the model may need no file of its own.
     needs_file = kwargs["backend"] is None or kwargs["entry_point"] is None
     if kwargs["file"] is None:
@@ -160,11 +178,13 @@ def _find_model_file(folder: Path) -> str | None:
 
 
 def _model_files(folder: Path) -> list[Path]:
-    return [
+    files = [
         p
         for p in sorted(folder.iterdir())
         if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES and not p.name.startswith((".", "_"))
     ]
+    # model.int8.onnx beside model.onnx is inferd's converted copy, not a second model.
+    return [p for p in files if not is_optimized_copy(p, files)]
 
 
 def _declared_name(folder: Path) -> str:

@@ -15,9 +15,10 @@ from prometheus_client.exposition import choose_encoder
 
 from inferd.clock import Clock, MonotonicClock
 from inferd.metrics.exposition import new_exposition
+from inferd.metrics.llm_metrics import LLMCollector, LLMMetrics
 from inferd.metrics.model_metrics import ModelMetrics
 
-__all__ = ["ModelMetrics", "ServerMetrics"]
+__all__ = ["LLMMetrics", "ModelMetrics", "ServerMetrics"]
 
 
 class ServerMetrics:
@@ -29,8 +30,10 @@ class ServerMetrics:
         self._clock: Clock = clock if clock is not None else MonotonicClock()
         self._window_s = window_s
         self._models: dict[str, ModelMetrics] = {}
+        self._llms: dict[str, LLMMetrics] = {}
         self.registry = CollectorRegistry()
         self.registry.register(_ModelsCollector(self._models))
+        self.registry.register(LLMCollector(self._llms))
 
     def model(
         self, name: str, *, slo_target_s: float | None = None, price_per_hour: float | None = None
@@ -51,6 +54,14 @@ class ServerMetrics:
         elif _conflicts(existing, slo_target_s, price_per_hour):
             raise ValueError(f"metrics of model {name!r} already exist with other settings")
         return existing
+
+    def llm(self, name: str, *, price_per_hour: float = 0.0) -> LLMMetrics:
+        """The metrics of LLM ``name``, created on the first call."""
+        if name not in self._llms:
+            self._llms[name] = LLMMetrics(
+                name, self._clock, window_s=self._window_s, price_per_hour=price_per_hour
+            )
+        return self._llms[name]
 
     def models(self) -> list[ModelMetrics]:
         """Every model's metrics, in creation order."""

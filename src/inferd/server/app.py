@@ -16,10 +16,21 @@ import orjson
 from inferd.config import ServerConfig
 from inferd.errors import MethodNotAllowed, NotFound
 from inferd.replicas.manager import ModelManager
-from inferd.server import kserve
+from inferd.server import kserve, openai
 from inferd.server.errors import error_response
-from inferd.server.http import Receive, Request, Response, Scope, Send, json_response, send_response
+from inferd.server.http import (
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    StreamingResponse,
+    json_response,
+    send_response,
+    send_streaming,
+)
 from inferd.server.openapi import docs_page, openapi_document
+from inferd.server.websocket import serve_websocket
 
 logger = logging.getLogger("inferd.server")
 
@@ -37,6 +48,8 @@ class InferdApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await serve_websocket(self.manager, scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -47,6 +60,9 @@ class InferdApp:
         )
         try:
             response = await self._route(request)
+            if isinstance(response, StreamingResponse):
+                await send_streaming(send, request, response)
+                return
         except asyncio.CancelledError:
             if not request.disconnected:
                 raise
@@ -56,13 +72,15 @@ class InferdApp:
                 task.uncancel()
             return
         except Exception as e:  # every error becomes a JSON answer; the server carries on
-            response = error_response(e)
+            response = _error(request, e)
         await send_response(send, response, headers.get(b"accept-encoding"))
 
-    async def _route(self, request: Request) -> Response:
+    async def _route(self, request: Request) -> Response | StreamingResponse:
         parts = request.path.strip("/").split("/")
         if parts[0] == "v2":
             return await self._v2(request, parts[1:])
+        if parts[0] == "v1":
+            return await self._v1(request, parts[1:])
         if request.path == "/metrics":
             _expect(request, "GET")
             return kserve.metrics(self.manager, request)
@@ -91,6 +109,22 @@ class InferdApp:
                 return kserve.repository_index(self.manager)
             case ["models", name, *rest]:
                 return await self._model(request, name, rest)
+        raise NotFound(f"no route {request.method} {request.path}; see /docs for the API")
+
+    async def _v1(self, request: Request, parts: list[str]) -> Response | StreamingResponse:
+        match parts:
+            case ["models"]:
+                _expect(request, "GET")
+                return openai.list_models(self.manager)
+            case ["models", name]:
+                _expect(request, "GET")
+                return openai.get_model(self.manager, name)
+            case ["completions"]:
+                _expect(request, "POST")
+                return await openai.completions(request, self.manager)
+            case ["chat", "completions"]:
+                _expect(request, "POST")
+                return await openai.chat_completions(request, self.manager)
         raise NotFound(f"no route {request.method} {request.path}; see /docs for the API")
 
     async def _model(self, request: Request, name: str, rest: list[str]) -> Response:
@@ -133,15 +167,31 @@ class InferdApp:
                 logger.info("model %r ready: %s", model.name, _signature(model.metadata()))
             else:
                 logger.error("model %r NOT ready: %s", model.name, model.not_ready_reason())
+        for llm in self.manager.llms:
+            if llm.ready:
+                logger.info(
+                    "LLM %r ready: context %d tokens, OpenAI API at /v1/chat/completions",
+                    llm.name,
+                    llm.max_model_len,
+                )
+            else:
+                logger.error("LLM %r NOT ready: %s", llm.name, llm.not_ready_reason())
         url = f"http://{self.config.host}:{self.config.port}"
-        ready = sum(m.ready for m in self.manager.models)
+        states = [m.ready for m in self.manager.models] + [m.ready for m in self.manager.llms]
         logger.info(
             "inferd ready: %d of %d models at %s (API docs: %s/docs)",
-            ready,
-            len(self.manager.models),
+            sum(states),
+            len(states),
             url,
             url,
         )
+
+
+def _error(request: Request, error: Exception) -> Response:
+    """The OpenAI error shape under /v1, inferd's own elsewhere."""
+    if request.path.startswith("/v1/"):
+        return openai.error_response(error)
+    return error_response(error)
 
 
 def _expect(request: Request, *methods: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,16 @@ class Response:
     status: int
     chunks: list[bytes | memoryview]
     content_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StreamingResponse:
+    """A response whose body is produced as it is sent (server-sent events)."""
+
+    status: int
+    body: AsyncIterator[bytes]
+    content_type: bytes = b"text/event-stream"
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
@@ -196,3 +206,38 @@ async def send_response(send: Send, response: Response, accept_encoding: bytes |
         headers.append((b"content-encoding", encoding))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_streaming(send: Send, request: Request, response: StreamingResponse) -> None:
+    """Send each body chunk as it comes; a client that goes away stops the body's producer.
+
+    The body's iterator is closed in every case, so whatever it holds (an LLM's sequences in
+    the engine) is released when the client disconnects mid-stream.
+    """
+    headers = [
+        (b"content-type", response.content_type),
+        (b"cache-control", b"no-cache"),
+        *response.headers,
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    producer = asyncio.current_task()
+    assert producer is not None
+    watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(request, producer))
+    try:
+        async for chunk in response.body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        watcher.cancel()
+        close = getattr(response.body, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _cancel_on_disconnect(request: Request, task: asyncio.Task[object]) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            request.disconnected = True
+            task.cancel()
+            return
