@@ -22,9 +22,14 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from inferd.llm.decode_cache import DecodeCache, DecodeRows
+
 
 class ChunkLike(Protocol):
     """One sequence's share of a step; ``scheduler.ScheduledSequence`` is one."""
+
+    @property
+    def request_id(self) -> str: ...
 
     @property
     def positions(self) -> tuple[int, ...]: ...
@@ -54,6 +59,8 @@ class DecodeGroup:
     value_buffer: torch.Tensor
     covers_batch: bool
     """Whether these are all the batch's tokens, in order, so no row shuffling is needed."""
+    rows: DecodeRows | None = None
+    """Where the group's KV lives in the dense decode cache; None: gather from the blocks."""
 
     @property
     def num_seqs(self) -> int:
@@ -130,19 +137,27 @@ def paged_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    cache_k: torch.Tensor,
-    cache_v: torch.Tensor,
     batch: AttentionBatch,
+    layer: int,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """Write the step's K/V to the cache, then attend: q [T, H, D] -> [T, H, D]."""
+    """Write layer ``layer``'s new K/V to the cache, then attend: q [T, H, D] -> [T, H, D]."""
+    cache_k, cache_v = batch.layer_cache(layer)
     write_kv(cache_k, cache_v, k, v, batch.slot_mapping)
-    if batch.decode is not None and batch.decode.covers_batch:
-        return _decode_attention(q, cache_k, cache_v, batch.decode, scale)
-    out = torch.empty_like(q)
-    if batch.decode is not None:
-        rows = batch.decode.token_indices
-        decoded = _decode_attention(q.index_select(0, rows), cache_k, cache_v, batch.decode, scale)
+    group = batch.decode
+    if group is not None and group.rows is not None:
+        out = torch.empty_like(q) if not group.covers_batch else None
+        decoded = _dense_decode_attention(q, k, v, group, group.rows, layer, scale)
+        if out is None:
+            return decoded
+        out.index_copy_(0, group.token_indices, decoded)
+    elif group is not None and group.covers_batch:
+        return _decode_attention(q, cache_k, cache_v, group, scale)
+    else:
+        out = torch.empty_like(q)
+    if group is not None and group.rows is None:
+        rows = group.token_indices
+        decoded = _decode_attention(q.index_select(0, rows), cache_k, cache_v, group, scale)
         out.index_copy_(0, rows, decoded)
     for chunk in batch.prefills:
         out[chunk.start : chunk.end] = _prefill_attention(q, k, v, cache_k, cache_v, chunk, scale)
@@ -170,6 +185,42 @@ def _decode_attention(
     queries = q.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
     out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=group.mask, scale=scale)
     return out.reshape(num_seqs, num_heads, head_dim)
+
+
+def _dense_decode_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    group: DecodeGroup,
+    rows: DecodeRows,
+    layer: int,
+    scale: float | None,
+) -> torch.Tensor:
+    """Decode attention over the dense cache's rows: append the new K/V, attend in place.
+
+    Returns the group's outputs in group order, ``[B, H, D]``.
+    """
+    tokens = group.token_indices if not group.covers_batch else None
+    k_new = k if tokens is None else k.index_select(0, tokens)
+    v_new = v if tokens is None else v.index_select(0, tokens)
+    dense_k, dense_v = rows.cache[layer, 0], rows.cache[layer, 1]
+    dense_k[rows.rows, :, rows.positions] = k_new.to(dense_k.dtype)
+    dense_v[rows.rows, :, rows.positions] = v_new.to(dense_v.dtype)
+    num_seqs = rows.rows.numel()
+    keys = dense_k[:num_seqs, :, : rows.length]
+    values = dense_v[:num_seqs, :, : rows.length]
+    q_group = q if tokens is None else q.index_select(0, tokens)
+    num_heads, head_dim = q_group.shape[1:]
+    num_kv_heads = keys.shape[1]
+    # Rows are in row order; the group's members are permuted into it and back.
+    queries = q_group.index_select(0, rows.order)
+    queries = queries.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    out = F.scaled_dot_product_attention(
+        queries, keys.to(q.dtype), values.to(q.dtype), attn_mask=group.mask, scale=scale
+    )
+    result = torch.empty_like(q_group)
+    result.index_copy_(0, rows.order, out.reshape(num_seqs, num_heads, head_dim))
+    return result
 
 
 def _prefill_attention(
@@ -203,11 +254,15 @@ def _prefill_attention(
 
 
 def build_attention_batch(
-    chunks: Sequence[ChunkLike], kv_cache: torch.Tensor, batch_decodes: bool = True
+    chunks: Sequence[ChunkLike],
+    kv_cache: torch.Tensor,
+    batch_decodes: bool = True,
+    decode_cache: DecodeCache | None = None,
 ) -> AttentionBatch:
     """The step's attention metadata, on the cache's device.
 
     ``batch_decodes=False`` attends every sequence on its own: the slow reference path.
+    With a ``decode_cache``, decodes read their KV from its dense rows instead of gathering.
     """
     device = kv_cache.device
     block_size = kv_cache.shape[3]
@@ -220,7 +275,7 @@ def build_attention_batch(
     decode_rows = [i for i, flag in enumerate(is_decode) if flag]
     decode = None
     if decode_rows:
-        decode = _decode_group(chunks, decode_rows, starts, kv_cache)
+        decode = _decode_group(chunks, decode_rows, starts, kv_cache, decode_cache)
     prefills = tuple(
         _prefill_chunk(chunks[i], starts[i], block_size, device)
         for i in range(len(chunks))
@@ -239,12 +294,37 @@ def build_attention_batch(
 
 
 def _decode_group(
-    chunks: Sequence[ChunkLike], indices: list[int], starts: list[int], kv_cache: torch.Tensor
+    chunks: Sequence[ChunkLike],
+    indices: list[int],
+    starts: list[int],
+    kv_cache: torch.Tensor,
+    decode_cache: DecodeCache | None,
 ) -> DecodeGroup:
     device = kv_cache.device
     block_size = kv_cache.shape[3]
     block_numel = kv_cache[0, 0, 0].numel()
     context_lens = [chunks[i].positions[-1] + 1 for i in indices]
+    rows = None
+    if decode_cache is not None:
+        rows = decode_cache.prepare(
+            [chunks[i].request_id for i in indices],
+            context_lens,
+            [chunks[i].block_table for i in indices],
+        )
+    if rows is not None:
+        # The mask follows the rows' order, which is the order SDPA sees the sequences in.
+        lens = _long_tensor(context_lens, device).index_select(0, rows.order)
+        key_positions = torch.arange(rows.length, device=device)
+        empty = torch.empty(0, dtype=kv_cache.dtype, device=device)
+        return DecodeGroup(
+            token_indices=_long_tensor([starts[i] for i in indices], device),
+            block_ids=torch.empty(0, dtype=torch.long, device=device),
+            mask=(key_positions[None, :] < lens[:, None]).view(len(indices), 1, 1, -1),
+            key_buffer=empty,
+            value_buffer=empty,
+            covers_batch=len(indices) == len(chunks),
+            rows=rows,
+        )
     max_blocks = -(-max(context_lens) // block_size)
     tables = [chunks[i].block_table[:max_blocks] for i in indices]
     block_ids = _padded_block_tables(tables, device, max_blocks).view(-1)

@@ -16,6 +16,7 @@ from torch import nn
 from inferd.errors import ConfigError
 from inferd.llm.attention import allocate_kv_cache, build_attention_batch
 from inferd.llm.checkpoint import ModelArchConfig
+from inferd.llm.decode_cache import DecodeCache
 from inferd.llm.models import load_model, resolve_dtype
 from inferd.llm.scheduler import SchedulerOutput
 
@@ -69,6 +70,9 @@ class ModelRunner:
             self.dtype,
             self.device,
         )
+        # Decodes read their KV from dense rows instead of gathering blocks every layer and
+        # step; the rows may take as much memory again as the paged cache, never more.
+        self.decode_cache = DecodeCache(self.kv_cache, max_bytes=self.kv_cache_bytes)
 
     @classmethod
     def from_checkpoint(
@@ -98,7 +102,7 @@ class ModelRunner:
         input_ids = self._long_tensor([t for chunk in chunks for t in chunk.token_ids])
         positions = self._long_tensor([p for chunk in chunks for p in chunk.positions])
         with torch.inference_mode():
-            batch = build_attention_batch(chunks, self.kv_cache)
+            batch = build_attention_batch(chunks, self.kv_cache, decode_cache=self.decode_cache)
             logits: torch.Tensor = self.model(input_ids, positions, batch)
         return RunnerStep(logits, request_ids)
 

@@ -17,6 +17,7 @@ from inferd.llm.attention import (  # noqa: E402
     paged_attention,
     write_kv,
 )
+from inferd.llm.decode_cache import DecodeCache  # noqa: E402
 from inferd.llm.scheduler import ScheduledSequence  # noqa: E402
 
 BLOCK_SIZE = 4
@@ -36,6 +37,7 @@ class Contexts:
         self.kv_cache = allocate_kv_cache(1, NUM_BLOCKS, BLOCK_SIZE, num_kv_heads, HEAD_DIM)
         self.tables: dict[str, list[int]] = {}
         self.lengths: dict[str, int] = {}
+        self.decode_cache = DecodeCache(self.kv_cache, max_bytes=1 << 30)
 
     def chunk(self, request_id: str, num_new: int) -> ScheduledSequence:
         table = self.tables.setdefault(request_id, [])
@@ -67,7 +69,7 @@ def run_step(
     contexts: Contexts,
     step: list[tuple[str, int]],
     history: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    batch_decodes: bool,
+    mode: str,
 ) -> tuple[torch.Tensor, torch.Tensor, AttentionBatch]:
     """One step of paged attention; returns (paged output, dense output, batch)."""
     chunks = [contexts.chunk(request_id, n) for request_id, n in step]
@@ -75,9 +77,9 @@ def run_step(
     q = contexts.random(total, contexts.num_heads)
     k = contexts.random(total, contexts.num_kv_heads)
     v = contexts.random(total, contexts.num_kv_heads)
-    batch = build_attention_batch(chunks, contexts.kv_cache, batch_decodes)
-    cache_k, cache_v = batch.layer_cache(0)
-    out = paged_attention(q, k, v, cache_k, cache_v, batch)
+    dense = contexts.decode_cache if mode == "dense" else None
+    batch = build_attention_batch(chunks, contexts.kv_cache, mode != "reference", dense)
+    out = paged_attention(q, k, v, batch, 0)
     expected, start = [], 0
     for request_id, n in step:
         past_k, past_v = history.get(request_id, (k[:0], v[:0]))
@@ -95,26 +97,53 @@ STEPS = [
     [("a", 1), ("b", 1), ("c", 1)],  # decode only
     [("c", 3), ("a", 1)],
     [("b", 1), ("a", 1), ("c", 1)],
+    [("d", 9), ("c", 1)],  # a and b leave the decode rows; d arrives
+    [("d", 1), ("b", 1)],
+    [("a", 1), ("b", 1), ("c", 1), ("d", 1)],
 ]
 
 
-@pytest.mark.parametrize("batch_decodes", [True, False], ids=["batched", "reference"])
+@pytest.mark.parametrize("mode", ["batched", "reference", "dense"])
 @pytest.mark.parametrize(("num_heads", "num_kv_heads"), [(4, 4), (4, 2), (6, 1)])
 def test_paged_attention_matches_dense_causal_attention(
-    num_heads: int, num_kv_heads: int, batch_decodes: bool
+    num_heads: int, num_kv_heads: int, mode: str
 ) -> None:
     contexts = Contexts(num_heads, num_kv_heads)
     history: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for step in STEPS:
-        out, expected, _ = run_step(contexts, step, history, batch_decodes)
+        out, expected, _ = run_step(contexts, step, history, mode)
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_decode_rows_are_refilled_only_when_the_sequence_changed_under_them() -> None:
+    contexts = Contexts(4, 2)
+    history: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    run_step(contexts, [("a", 7), ("b", 5)], history, "dense")
+    for _ in range(3):
+        run_step(contexts, [("a", 1), ("b", 1)], history, "dense")
+    assert contexts.decode_cache.refills == 2  # one per sequence, then appends only
+    run_step(contexts, [("a", 2), ("b", 1)], history, "dense")  # a's row goes stale
+    out, expected, _ = run_step(contexts, [("a", 1), ("b", 1)], history, "dense")
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert contexts.decode_cache.refills == 3
+
+
+def test_decodes_fall_back_to_gathering_past_the_memory_bound() -> None:
+    contexts = Contexts(4, 2)
+    contexts.decode_cache.max_bytes = 1024
+    history: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for step in STEPS:
+        out, expected, batch = run_step(contexts, step, history, "dense")
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        assert batch.decode is None or batch.decode.rows is None
+    assert contexts.decode_cache.nbytes == 0
 
 
 def test_block_tables_are_scattered_and_cross_blocks() -> None:
     contexts = Contexts(4, 2)
     history: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for step in STEPS:
-        run_step(contexts, step, history, True)
+        run_step(contexts, step, history, "batched")
     table = contexts.tables["c"]
     assert len(table) >= 4
     assert table != sorted(table)
@@ -123,17 +152,17 @@ def test_block_tables_are_scattered_and_cross_blocks() -> None:
 def test_batch_groups_decodes_and_prefills() -> None:
     contexts = Contexts(4, 2)
     history: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    _, _, first = run_step(contexts, STEPS[0], history, True)
+    _, _, first = run_step(contexts, STEPS[0], history, "batched")
     assert first.decode is not None and first.decode.num_seqs == 1
     assert [(c.start, c.end, c.mask is None) for c in first.prefills] == [
         (0, 7, True),
         (8, 20, True),
     ]
     assert first.logits_indices.tolist() == [6, 7, 19]
-    _, _, second = run_step(contexts, STEPS[1], history, True)
+    _, _, second = run_step(contexts, STEPS[1], history, "batched")
     assert [(c.start, c.end, c.mask is None) for c in second.prefills] == [(1, 6, False)]
     assert second.context_lens == (8, 6, 13)
-    _, _, third = run_step(contexts, STEPS[2], history, True)
+    _, _, third = run_step(contexts, STEPS[2], history, "batched")
     assert third.decode is not None and third.decode.covers_batch and not third.prefills
     assert third.block_tables.shape == (3, 4)
 

@@ -38,8 +38,7 @@ class GPT2Attention(nn.Module):
     def forward(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         shape = (-1, self.num_heads, self.head_dim)
         q, k, v = (part.view(shape) for part in self.c_attn(x).chunk(3, dim=-1))
-        cache_k, cache_v = batch.layer_cache(self.layer_index)
-        out = paged_attention(q, k, v, cache_k, cache_v, batch, self.scale)
+        out = paged_attention(q, k, v, batch, self.layer_index, self.scale)
         projected: torch.Tensor = self.c_proj(out.reshape(x.shape))
         return projected
 

@@ -105,8 +105,7 @@ class LlamaAttention(nn.Module):
         q = apply_rope(q.view(-1, self.num_heads, self.head_dim), cos, sin)
         k = apply_rope(k.view(-1, self.num_kv_heads, self.head_dim), cos, sin)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        cache_k, cache_v = batch.layer_cache(self.layer_index)
-        out = paged_attention(q, k, v, cache_k, cache_v, batch)
+        out = paged_attention(q, k, v, batch, self.layer_index)
         projected: torch.Tensor = self.o_proj(out.reshape(-1, q_size))
         return projected
 
