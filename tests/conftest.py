@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# Training the demo LLM takes minutes: tests that want it turn it on themselves.
+os.environ.setdefault("INFERD_DEMO_LLM", "0")
+
 
 @pytest.fixture(scope="session")
 def demo_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

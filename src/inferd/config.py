@@ -226,11 +226,10 @@ def cache_dir() -> Path:
 def demo_llm_enabled() -> bool:
     """Whether the demo repository includes the LLM it trains on first start: ``INFERD_DEMO_LLM``.
 
-    Off by default until ``inferd serve`` serves LLM folders (the OpenAI endpoint): until then
-    the model would cost minutes of training and show as a model that cannot be served.
-    ``1`` (or ``true``, ``yes``, ``on``) builds it.
+    On by default (it needs the torch extra and transformers); ``0`` (or ``false``, ``no``,
+    ``off``) leaves it out, saving the minutes its first training takes.
     """
-    value = os.environ.get("INFERD_DEMO_LLM", "0").strip().lower()
+    value = os.environ.get("INFERD_DEMO_LLM", "1").strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off", ""):

@@ -21,7 +21,7 @@ def test_readme_curl_and_python_examples(demo_repo: Path, tmp_path: Path) -> Non
     server = ServerProcess([demo_repo], log_dir=tmp_path)
     try:
         server.wait_ready()
-        [python] = _blocks("python")
+        python = _blocks("python")[0]
         code = python.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
@@ -40,9 +40,23 @@ def test_readme_model_toml_example_is_valid(tmp_path: Path) -> None:
 
     from inferd.config import ModelConfig, model_config_from_dict
 
-    [example] = _blocks("toml")
+    llm_example, example = _blocks("toml")
+    llm = model_config_from_dict(tomllib.loads(llm_example), tmp_path, "qwen", "README.md")
+    assert llm["backend"] == "llm" and llm["llm"].dtype == "bfloat16"
     config = ModelConfig(
         **model_config_from_dict(tomllib.loads(example), tmp_path, "echo", "README.md")
     )
     assert config.autoscaling is not None and config.autoscaling.min_replicas == 0
     assert config.batching.max_queue_rows == 8192 and config.inputs[0].shape == (-1, 16)
+
+
+def test_readme_openai_example(tmp_path: Path) -> None:
+    """The OpenAI example, against a tiny random Llama served under the demo LLM's name."""
+    from tests.integration.llm_checkpoint import write_tiny_llama
+
+    folder = write_tiny_llama(tmp_path / "tiny_llama")
+    with ServerProcess([folder], log_dir=tmp_path) as server:
+        code = _blocks("python")[1].replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip(), "the stream printed no text"

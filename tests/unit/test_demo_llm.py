@@ -112,8 +112,8 @@ def test_skipped_with_a_warning_without_transformers(
 def test_environment_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INFERD_DEMO_LLM", raising=False)
     monkeypatch.delenv("INFERD_DEMO_LLM_TRAIN_S", raising=False)
-    # Off by default until LLM folders are served; on when asked for.
-    assert not demo_llm_enabled() and demo_llm_train_seconds() == 180.0
+    # On by default; off when asked.
+    assert demo_llm_enabled() and demo_llm_train_seconds() == 180.0
     for on in ("1", "true", "ON"):
         monkeypatch.setenv("INFERD_DEMO_LLM", on)
         assert demo_llm_enabled()
