@@ -317,3 +317,10 @@ def test_metrics_count_tokens_latency_and_cost(
     assert metric(server, "inferd_llm_price_per_hour") == PRICE_PER_HOUR
     assert metric(server, "inferd_llm_cost_per_million_tokens") > 0
     assert metric(server, "inferd_llm_cost_total") > 0
+
+
+def test_the_docs_page_and_openapi_list_the_llm(server: ServerProcess) -> None:
+    page = httpx.get(f"{server.url}/docs").text
+    assert f"<h3>{MODEL}</h3>" in page and "/v1/chat/completions" in page
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    assert {"/v1/models", "/v1/completions", "/v1/chat/completions"} <= set(paths)

@@ -89,7 +89,7 @@ class InferdApp:
             return json_response(200, openapi_document())
         if request.path in ("/", "/docs"):
             _expect(request, "GET")
-            page = docs_page(self.manager.models, _base_url(request))
+            page = docs_page(self.manager.models, _base_url(request), self.manager.llms)
             return Response(200, [page.encode()], b"text/html; charset=utf-8")
         raise NotFound(f"no route {request.method} {request.path}; see /docs for the API")
 

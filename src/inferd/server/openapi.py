@@ -7,11 +7,12 @@ same document, plus a ready-to-paste curl call for every model being served.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from inferd.replicas.manager import ServedModel
+from inferd.replicas.manager import ServedLLM, ServedModel
 from inferd.version import __version__
 
 _TENSOR = {
@@ -111,6 +112,22 @@ _PATHS: dict[str, dict[str, Any]] = {
     "/v2/repository/index": {
         "post": _op("Repository index", "Every model with its state and, if unavailable, why.")
     },
+    "/v1/models": {"get": _op("LLMs (OpenAI API)", "Every LLM served, with its context length.")},
+    "/v1/completions": {
+        "post": _op(
+            "Text completion (OpenAI API)",
+            "prompt: text, token ids, or a list of either; stream: true for server-sent events.",
+            {"type": "object", "required": ["model", "prompt"]},
+        )
+    },
+    "/v1/chat/completions": {
+        "post": _op(
+            "Chat completion (OpenAI API)",
+            "messages through the model's chat template; stream: true for server-sent events.",
+            {"type": "object", "required": ["model", "messages"]},
+        )
+    },
+    "/metrics": {"get": _op("Prometheus metrics", "Definitions in docs/metrics.md.")},
 }
 
 
@@ -148,7 +165,7 @@ def _example_request(model: ServedModel) -> str:
     return orjson.dumps({"inputs": inputs}).decode()
 
 
-def docs_page(models: list[ServedModel], base_url: str) -> str:
+def docs_page(models: list[ServedModel], base_url: str, llms: Sequence[ServedLLM] = ()) -> str:
     """A plain HTML page: the endpoints, then each model's signature and a curl example."""
     rows = "".join(
         f"<tr><td>{m.upper()}</td><td><code>{html.escape(p)}</code></td>"
@@ -158,12 +175,14 @@ def docs_page(models: list[ServedModel], base_url: str) -> str:
         for m, op in ops.items()
     )
     sections = "".join(_model_section(m, base_url) for m in models)
+    sections += "".join(_llm_section(m, base_url) for m in llms)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>inferd API</title>"
         "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}td,th{padding:.3em;"
         "border-bottom:1px solid #ddd;text-align:left}pre{background:#f4f4f4;padding:1em;"
         "overflow-x:auto}</style></head><body>"
-        f"<h1>inferd {__version__}</h1><p>Open Inference Protocol (KServe v2). "
+        f"<h1>inferd {__version__}</h1><p>Open Inference Protocol (KServe v2) for tensor "
+        "models, the OpenAI API for LLMs. "
         "Machine-readable: <a href='/openapi.json'>/openapi.json</a>.</p>"
         f"<h2>Endpoints</h2><table><tr><th>Method</th><th>Path</th><th>What</th><th></th></tr>{rows}</table>"
         f"<h2>Models</h2>{sections or '<p>No models.</p>'}</body></html>"
@@ -185,4 +204,16 @@ def _model_section(model: ServedModel, base_url: str) -> str:
     return (
         f"<h3>{html.escape(model.name)}</h3><p>{html.escape(meta['platform'])}, {state}</p>"
         f"<table>{tensors}</table><pre>{html.escape(curl)}</pre>"
+    )
+
+
+def _llm_section(llm: ServedLLM, base_url: str) -> str:
+    state = f"ready, context {llm.max_model_len} tokens" if llm.ready else llm.not_ready_reason()
+    body = orjson.dumps(
+        {"model": llm.name, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}
+    ).decode()
+    curl = f"curl -s {base_url}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'"
+    return (
+        f"<h3>{html.escape(llm.name)}</h3><p>LLM (OpenAI API), {html.escape(state)}</p>"
+        f"<pre>{html.escape(curl)}</pre>"
     )
