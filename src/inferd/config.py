@@ -49,6 +49,7 @@ A model folder holds its files and an optional ``model.toml``::
     max_num_seqs = 64               # sequences decoding together
     max_num_batched_tokens = 2048   # token budget per engine step (chunked prefill)
     enable_prefix_caching = true
+    max_waiting = 256               # sequences waiting past max_num_seqs; then 503 + Retry-After
 
     [parameters]                    # free-form, handed to a python backend's constructor
 
@@ -146,6 +147,8 @@ class LLMSettings:
     max_num_batched_tokens: int = 2048
     """Token budget of one engine step (long prompts are prefilled in chunks of it)."""
     enable_prefix_caching: bool = True
+    max_waiting: int = 256
+    """Sequences allowed to wait beyond ``max_num_seqs``; past it, 503 with Retry-After."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +410,7 @@ def _read_llm(table: _Table) -> LLMSettings:
             sub, "max_num_batched_tokens", 2048, 1, "token budget of one step"
         ),
         enable_prefix_caching=sub.get("enable_prefix_caching", bool, True, "true or false"),
+        max_waiting=_count(sub, "max_waiting", 256, 0, "sequences waiting past max_num_seqs"),
     )
     sub.reject_unknown()
     return settings

@@ -30,7 +30,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = write_tiny_llama(tmp_path_factory.mktemp("llm") / MODEL)
     (folder / "model.toml").write_text(
         f'backend = "llm"\nprice_per_hour = {PRICE_PER_HOUR}\n\n'
-        "[llm]\nkv_cache_mb = 4\nblock_size = 8\nmax_num_seqs = 16\n"
+        "[llm]\nkv_cache_mb = 4\nblock_size = 8\nmax_num_seqs = 16\nmax_waiting = 4\n"
     )
     return folder
 
@@ -260,6 +260,16 @@ def test_bad_parameters_are_400_naming_the_parameter(
         client.completions.create(model=MODEL, prompt="x", **kwargs)  # type: ignore[arg-type]
     body = info.value.body
     assert isinstance(body, dict) and body["param"] == param, body
+
+
+def test_more_sequences_than_the_waiting_room_get_503_at_once(server: ServerProcess) -> None:
+    body = {"model": MODEL, "prompt": ["a", "b"], "n": 11, "max_tokens": 2}  # 22 > 16 + 4
+    r = httpx.post(f"{server.url}/v1/completions", json=body)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    error = r.json()["error"]
+    assert error["code"] == "overloaded" and "at capacity" in error["message"]
+    body["n"] = 10  # 20 fit
+    assert httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).status_code == 200
 
 
 def test_malformed_bodies_are_400(server: ServerProcess) -> None:

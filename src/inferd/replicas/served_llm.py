@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from inferd.config import ModelConfig, usable_cpus
-from inferd.errors import ConfigError, InvalidRequest, ModelNotReady
+from inferd.errors import ConfigError, InvalidRequest, ModelNotReady, Overloaded
 from inferd.metrics.llm_metrics import LLMMetrics
 from inferd.replicas.served_model import ModelState
 
@@ -53,6 +53,9 @@ class ServedLLM:
         self.max_model_len = 0
         self.created = int(time.time())
         self._ids = itertools.count()
+        self.active = 0
+        """Sequences admitted and not finished: the engine's running and waiting ones."""
+        self.capacity = config.llm.max_num_seqs + config.llm.max_waiting
 
     @property
     def version(self) -> str:
@@ -133,6 +136,14 @@ class ServedLLM:
             raise ModelNotReady(self.not_ready_reason())
         return self.engine, self.tokenizer
 
+    def admit(self, num_sequences: int) -> None:
+        """503 with Retry-After, at once, when the sequences would overflow the waiting room."""
+        if self.active + num_sequences > self.capacity:
+            raise Overloaded(
+                f"model {self.name!r} is at capacity: {self.active} sequences running or "
+                f"waiting (max_num_seqs + max_waiting = {self.capacity}); retry later"
+            )
+
     def check_prompt(self, prompt_token_ids: Sequence[int], max_tokens: int | None) -> int:
         """The max_tokens to use; 400 if the prompt (plus max_tokens) exceeds the context."""
         n = len(prompt_token_ids)
@@ -165,6 +176,7 @@ class ServedLLM:
         self.metrics.count_prompt(len(prompt_token_ids))
         last = None
         stream = engine.stream(request_id, prompt_token_ids, params)
+        self.active += 1
         try:
             async for output in stream:
                 now = time.perf_counter()
@@ -178,6 +190,7 @@ class ServedLLM:
                 if delta.finished:
                     return
         finally:
+            self.active -= 1
             await aclose(stream)  # a stop string or a gone client: the engine drops it
 
     def describe(self) -> dict[str, Any]:

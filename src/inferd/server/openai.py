@@ -89,6 +89,7 @@ class _Job:
 def _jobs(
     llm: ServedLLM, prompts: Sequence[list[int]], params: SamplingParams, max_tokens: int | None
 ) -> list[_Job]:
+    llm.admit(len(prompts) * params.n)
     jobs: list[_Job] = []
     for p, prompt_ids in enumerate(prompts):
         resolved = with_max_tokens(params, llm.check_prompt(prompt_ids, max_tokens))
