@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "inferd"
 LAYERS: dict[str, int] = {
     "version": 0, "errors": 0, "clock": 0, "datatypes": 0, "config": 0, "signature": 0,
     "metrics": 0,
-    "backends": 1, "llm": 1, "repository": 1, "demo": 1,
+    "backends": 1, "llm": 1, "repository": 1, "demo": 1, "optimize": 1,
     "batching": 2,
     "replicas": 3,
     "server": 4, "jobs": 4,
@@ -23,14 +23,20 @@ LAYERS: dict[str, int] = {
 
 # The hard logic stays pure: no torch, no asyncio, no threads or processes.
 PURE = [
-    "llm/sequence.py", "llm/kv_cache.py", "llm/scheduler.py",
+    "llm/sequence.py", "llm/kv_cache.py", "llm/scheduler.py", "llm/sampling_params.py",
     "batching/policy.py", "batching/queue.py", "batching/slo.py", "batching/simulation.py",
     "replicas/router.py", "replicas/autoscaler.py", "metrics/window.py",
 ]  # fmt: skip
 IMPURE = {"torch", "asyncio", "threading", "multiprocessing", "concurrent", "numpy"}
 
 # torch may be imported only where the model math lives.
-TORCH_ALLOWED = ("backends/torch_backend.py", "llm/", "demo/torch_models.py", "demo/llm.py")
+TORCH_ALLOWED = (
+    "backends/torch_backend.py",
+    "llm/",
+    "demo/torch_models.py",
+    "demo/llm.py",
+    "optimize/torch_quant.py",
+)
 
 
 def _modules() -> list[Path]:
