@@ -7,6 +7,10 @@ template, detokenizing, stop strings, logprobs) is the one a real checkpoint tak
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -26,8 +30,19 @@ SHAPE = {
 
 
 def write_tiny_llama(folder: Path) -> Path:
-    """Write the checkpoint into ``folder`` (created) and return it."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Copy the checkpoint into ``folder`` (created) and return it.
+
+    It is built once per test process (loading the corpus and training the tokenizer take
+    seconds) and copied for each caller, who may then add its own ``model.toml``.
+    """
+    shutil.copytree(_built(), folder, dirs_exist_ok=True)
+    return folder
+
+
+@functools.cache
+def _built() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="inferd-tiny-llama-"))
+    atexit.register(shutil.rmtree, folder, True)
     corpus = demo_llm.load_corpus()
     tokenizer = demo_llm.train_tokenizer(corpus.train[:60])
     demo_llm.write_tokenizer(tokenizer, folder)
