@@ -27,6 +27,7 @@ PURE = [
     "batching/policy.py", "batching/queue.py", "batching/slo.py", "batching/simulation.py",
     "replicas/router.py", "replicas/autoscaler.py", "metrics/window.py",
     "bench/schedule.py", "bench/stats.py",
+    "tune/search.py", "tune/space.py", "tune/ramp.py", "tune/measurement.py",
 ]  # fmt: skip
 IMPURE = {"torch", "asyncio", "threading", "multiprocessing", "concurrent", "numpy"}
 

@@ -12,7 +12,7 @@ from types import ModuleType
 from inferd.errors import ConfigError
 from inferd.version import __version__
 
-COMMANDS = ("serve", "check", "demo", "stream", "bench", "optimize")
+COMMANDS = ("serve", "check", "demo", "stream", "bench", "tune", "optimize")
 """Modules of this package, in the order ``--help`` lists them. Each defines
 ``add_parser(commands) -> None`` (argparse only: importing it must stay cheap) and
 ``run(args) -> int`` (which imports what the command needs)."""
