@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,18 @@ class ChunkLike(Protocol):
 
     @property
     def samples(self) -> bool: ...
+
+
+class LayerKV(NamedTuple):
+    """One layer's cache: keys and values ``[num_blocks, block_size, H_kv, D]``.
+
+    An int8 cache has ``scales``: the key and value scale of each token and head,
+    ``[num_blocks, block_size, H_kv]`` each (``quantize_kv``).
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    scales: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +108,8 @@ class AttentionBatch:
     """Rows whose logits the model computes: the last token of each sampling sequence."""
     decode: DecodeGroup | None
     prefills: tuple[PrefillChunk, ...]
+    kv_scales: torch.Tensor | None = None
+    """An int8 ``kv_cache``'s scales: [num_layers, 2, num_blocks, block_size, num_kv_heads]."""
 
     @property
     def num_tokens(self) -> int:
@@ -104,6 +118,14 @@ class AttentionBatch:
     def layer_cache(self, layer_index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The key and value cache of one layer, each ``[num_blocks, block_size, H_kv, D]``."""
         return self.kv_cache[layer_index, 0], self.kv_cache[layer_index, 1]
+
+    def layer_kv(self, layer_index: int) -> LayerKV:
+        """One layer's keys, values and (int8 cache) scales."""
+        keys, values = self.layer_cache(layer_index)
+        if self.kv_scales is None:
+            return LayerKV(keys, values)
+        scales = self.kv_scales[layer_index, 0], self.kv_scales[layer_index, 1]
+        return LayerKV(keys, values, scales)
 
 
 def allocate_kv_cache(
@@ -120,15 +142,40 @@ def allocate_kv_cache(
     return torch.zeros(shape, dtype=dtype, device=device)
 
 
+def allocate_kv_scales(kv_cache: torch.Tensor) -> torch.Tensor:
+    """The fp32 scales an int8 ``kv_cache`` needs: one per token, head, and K or V."""
+    return torch.zeros(kv_cache.shape[:-1], dtype=torch.float32, device=kv_cache.device)
+
+
+def quantize_kv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K or V ``[..., D]`` -> (int8 ``[..., D]``, fp32 scale ``[...]``), symmetric per vector."""
+    values = x.float()
+    scale = values.abs().amax(dim=-1).div_(127).clamp_(min=torch.finfo(torch.float32).tiny)
+    return (values / scale.unsqueeze(-1)).round_().to(torch.int8), scale
+
+
+def dequantize_kv(x: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``quantize_kv`` undone, in ``dtype``."""
+    return x.to(dtype) * scale.unsqueeze(-1).to(dtype)
+
+
 def write_kv(
     cache_k: torch.Tensor,
     cache_v: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     slot_mapping: torch.Tensor,
+    scales: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
-    """Store new ``k``/``v`` ([T, H_kv, D]) at their slots of a layer's cache."""
+    """Store new ``k``/``v`` ([T, H_kv, D]) at their slots of a layer's cache.
+
+    With ``scales`` (an int8 cache), each vector is quantized and its scale stored beside it.
+    """
     num_kv_heads, head_dim = cache_k.shape[-2:]
+    if scales is not None:
+        (k, k_scale), (v, v_scale) = quantize_kv(k), quantize_kv(v)
+        scales[0].view(-1, num_kv_heads).index_copy_(0, slot_mapping, k_scale)
+        scales[1].view(-1, num_kv_heads).index_copy_(0, slot_mapping, v_scale)
     cache_k.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, k.to(cache_k.dtype))
     cache_v.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, v.to(cache_v.dtype))
 
@@ -142,8 +189,8 @@ def paged_attention(
     scale: float | None = None,
 ) -> torch.Tensor:
     """Write layer ``layer``'s new K/V to the cache, then attend: q [T, H, D] -> [T, H, D]."""
-    cache_k, cache_v = batch.layer_cache(layer)
-    write_kv(cache_k, cache_v, k, v, batch.slot_mapping)
+    cache = batch.layer_kv(layer)
+    write_kv(cache.keys, cache.values, k, v, batch.slot_mapping, cache.scales)
     group = batch.decode
     if group is not None and group.rows is not None:
         out = torch.empty_like(q) if not group.covers_batch else None
@@ -152,25 +199,22 @@ def paged_attention(
             return decoded
         out.index_copy_(0, group.token_indices, decoded)
     elif group is not None and group.covers_batch:
-        return _decode_attention(q, cache_k, cache_v, group, scale)
+        return _decode_attention(q, cache, group, scale)
     else:
         out = torch.empty_like(q)
     if group is not None and group.rows is None:
         rows = group.token_indices
-        decoded = _decode_attention(q.index_select(0, rows), cache_k, cache_v, group, scale)
+        decoded = _decode_attention(q.index_select(0, rows), cache, group, scale)
         out.index_copy_(0, rows, decoded)
     for chunk in batch.prefills:
-        out[chunk.start : chunk.end] = _prefill_attention(q, k, v, cache_k, cache_v, chunk, scale)
+        out[chunk.start : chunk.end] = _prefill_attention(q, k, v, cache, chunk, scale)
     return out
 
 
 def _decode_attention(
-    q: torch.Tensor,
-    cache_k: torch.Tensor,
-    cache_v: torch.Tensor,
-    group: DecodeGroup,
-    scale: float | None,
+    q: torch.Tensor, cache: LayerKV, group: DecodeGroup, scale: float | None
 ) -> torch.Tensor:
+    cache_k, cache_v, _ = cache
     num_seqs, num_heads, head_dim = q.shape
     num_kv_heads = cache_k.shape[-2]
     block_numel = cache_k[0].numel()
@@ -180,7 +224,15 @@ def _decode_attention(
     torch.index_select(cache_v.view(-1, block_numel), 0, group.block_ids, out=group.value_buffer)
     keys = group.key_buffer.view(num_seqs, -1, num_kv_heads, head_dim).transpose(1, 2)
     values = group.value_buffer.view(num_seqs, -1, num_kv_heads, head_dim).transpose(1, 2)
-    keys, values = keys.to(q.dtype), values.to(q.dtype)  # no-op unless the cache is narrower
+    if cache.scales is None:
+        keys, values = keys.to(q.dtype), values.to(q.dtype)  # no-op unless the cache is narrower
+    else:
+        key_scales, value_scales = (
+            s.view(s.shape[0], -1).index_select(0, group.block_ids).view(num_seqs, -1, num_kv_heads)
+            for s in cache.scales
+        )
+        keys = dequantize_kv(keys, key_scales.transpose(1, 2), q.dtype)
+        values = dequantize_kv(values, value_scales.transpose(1, 2), q.dtype)
     # GQA without repeating K/V: a KV head's query heads become its query "rows".
     queries = q.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
     out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=group.mask, scale=scale)
@@ -204,8 +256,13 @@ def _dense_decode_attention(
     k_new = k if tokens is None else k.index_select(0, tokens)
     v_new = v if tokens is None else v.index_select(0, tokens)
     dense_k, dense_v = rows.cache[layer, 0], rows.cache[layer, 1]
-    dense_k[rows.rows, :, rows.positions] = k_new.to(dense_k.dtype)
-    dense_v[rows.rows, :, rows.positions] = v_new.to(dense_v.dtype)
+    head_dim_k = dense_k.shape[-1]
+    dense_k.view(-1, head_dim_k).index_copy_(
+        0, rows.slots, k_new.reshape(-1, head_dim_k).to(dense_k.dtype)
+    )
+    dense_v.view(-1, head_dim_k).index_copy_(
+        0, rows.slots, v_new.reshape(-1, head_dim_k).to(dense_v.dtype)
+    )
     num_seqs = rows.rows.numel()
     keys = dense_k[:num_seqs, :, : rows.length]
     values = dense_v[:num_seqs, :, : rows.length]
@@ -227,8 +284,7 @@ def _prefill_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    cache_k: torch.Tensor,
-    cache_v: torch.Tensor,
+    cache: LayerKV,
     chunk: PrefillChunk,
     scale: float | None,
 ) -> torch.Tensor:
@@ -236,9 +292,7 @@ def _prefill_attention(
     if chunk.context_slots is None:
         keys, values = k[chunk.start : chunk.end], v[chunk.start : chunk.end]
     else:
-        num_kv_heads, head_dim = cache_k.shape[-2:]
-        keys = cache_k.view(-1, num_kv_heads, head_dim).index_select(0, chunk.context_slots)
-        values = cache_v.view(-1, num_kv_heads, head_dim).index_select(0, chunk.context_slots)
+        keys, values = _read_slots(cache, chunk.context_slots, q.dtype)
     keys = keys.transpose(0, 1).unsqueeze(0)
     values = values.transpose(0, 1).unsqueeze(0)
     out = F.scaled_dot_product_attention(
@@ -253,17 +307,35 @@ def _prefill_attention(
     return out.squeeze(0).transpose(0, 1)
 
 
+def _read_slots(
+    cache: LayerKV, slots: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values ``[len(slots), H_kv, D]`` at ``slots``, dequantized from an int8 cache."""
+    num_kv_heads, head_dim = cache.keys.shape[-2:]
+    keys = cache.keys.view(-1, num_kv_heads, head_dim).index_select(0, slots)
+    values = cache.values.view(-1, num_kv_heads, head_dim).index_select(0, slots)
+    if cache.scales is None:
+        return keys, values
+    key_scales, value_scales = (
+        s.view(-1, num_kv_heads).index_select(0, slots) for s in cache.scales
+    )
+    return dequantize_kv(keys, key_scales, dtype), dequantize_kv(values, value_scales, dtype)
+
+
 def build_attention_batch(
     chunks: Sequence[ChunkLike],
     kv_cache: torch.Tensor,
     batch_decodes: bool = True,
     decode_cache: DecodeCache | None = None,
+    kv_scales: torch.Tensor | None = None,
 ) -> AttentionBatch:
     """The step's attention metadata, on the cache's device.
 
     ``batch_decodes=False`` attends every sequence on its own: the slow reference path.
     With a ``decode_cache``, decodes read their KV from its dense rows instead of gathering.
+    ``kv_scales`` (``allocate_kv_scales``) makes ``kv_cache`` an int8 cache.
     """
+    assert kv_scales is None or decode_cache is None, "int8 KV has no dense decode rows"
     device = kv_cache.device
     block_size = kv_cache.shape[3]
     query_lens = tuple(len(chunk.positions) for chunk in chunks)
@@ -290,6 +362,7 @@ def build_attention_batch(
         logits_indices=_long_tensor(sampled_rows, device),
         decode=decode,
         prefills=prefills,
+        kv_scales=kv_scales,
     )
 
 

@@ -34,6 +34,10 @@ class DecodeRows:
     """[B] row of each member of the decode group, in group order."""
     positions: torch.Tensor
     """[B] position of each member's new token, in group order."""
+    slots: torch.Tensor
+    """[B * kv_heads] where each member's new K (or V) lands in one layer's cache seen as
+    ``[rows * kv_heads * capacity, head_dim]``: an ``index_copy_``, far cheaper than
+    advanced-index assignment into the 4-d tensor."""
     length: int
     """Columns SDPA reads: the longest context among the rows."""
 
@@ -85,11 +89,17 @@ class DecodeCache:
             self._lens[row] = context_len  # the new token is written by attention, per layer
             rows.append(row)
         device = self._dense.device
+        rows_t = torch.tensor(rows, device=device)
+        positions = torch.tensor([n - 1 for n in context_lens], device=device)
+        _, _, _, heads, capacity, _ = self._dense.shape
+        heads_t = torch.arange(heads, device=device)
+        slots = (rows_t[:, None] * heads + heads_t[None, :]) * capacity + positions[:, None]
         return DecodeRows(
             cache=self._dense,
             order=torch.tensor(sorted(range(len(rows)), key=rows.__getitem__), device=device),
-            rows=torch.tensor(rows, device=device),
-            positions=torch.tensor([n - 1 for n in context_lens], device=device),
+            rows=rows_t,
+            positions=positions,
+            slots=slots.view(-1),
             length=max(context_lens),
         )
 
@@ -145,7 +155,9 @@ class DecodeCache:
                 return
         else:
             rows, capacity = 0, 0
-        grown = torch.empty(
+        # Zeroed, not empty: SDPA reads the masked columns too, and a NaN left in freed memory
+        # there turns a whole row's output into NaN (0 * NaN), whatever the mask says.
+        grown = torch.zeros(
             (layers, two, max(num_rows, rows, 8), heads, max(_capacity(length), capacity), dim),
             dtype=self._paged.dtype,
             device=self._paged.device,
