@@ -26,6 +26,7 @@ PURE = [
     "llm/sequence.py", "llm/kv_cache.py", "llm/scheduler.py", "llm/sampling_params.py",
     "batching/policy.py", "batching/queue.py", "batching/slo.py", "batching/simulation.py",
     "replicas/router.py", "replicas/autoscaler.py", "metrics/window.py",
+    "jobs/manifest.py", "jobs/tuning.py", "jobs/progress.py",
     "bench/schedule.py", "bench/stats.py",
     "tune/search.py", "tune/space.py", "tune/ramp.py", "tune/measurement.py",
 ]  # fmt: skip

@@ -12,19 +12,24 @@ from types import ModuleType
 from inferd.errors import ConfigError
 from inferd.version import __version__
 
-COMMANDS = ("serve", "check", "demo", "stream", "bench", "tune", "optimize")
+COMMANDS = ("serve", "check", "demo", "batch", "stream", "bench", "optimize", "tune")
 """Modules of this package, in the order ``--help`` lists them. Each defines
 ``add_parser(commands) -> None`` (argparse only: importing it must stay cheap) and
 ``run(args) -> int`` (which imports what the command needs)."""
 
 _DESCRIPTION = """\
 inferd serves tensor models over the Open Inference Protocol (KServe v2, the protocol Triton
-speaks: tritonclient works against it).
+speaks: tritonclient works against it) and LLMs over the OpenAI API.
 
   inferd serve                      serve the built-in demo models (built on first start)
   inferd serve ./models             serve a model repository (a folder of model folders)
-  inferd serve model.onnx x.joblib  serve model files that need no configuration
+  inferd serve model.onnx x.joblib  serve model files, or a Hugging Face LLM folder
   inferd check ./models             load the models and print what inferd read from them
+  inferd batch MODEL IN -o OUT      predictions for a whole file, resumable after interruption
+  inferd stream MODEL               answer JSON Lines from stdin, a file, or a Redis stream
+  inferd bench URL -m MODEL         load any KServe v2 or OpenAI server and report latency
+  inferd tune MODEL --slo-p99-ms X  find the fastest configuration that meets a p99 target
+  inferd optimize PATH --precision int8   convert a model and report size, speed, accuracy
 """
 
 

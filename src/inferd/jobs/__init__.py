@@ -4,4 +4,6 @@
 and ``writers`` turn files into tensors and back; ``manifest`` (pure) and ``journal`` keep the
 commit log; ``tuning`` (pure) and ``sizing`` choose chunk and batch sizes; ``progress`` (pure)
 is the progress line and report; ``local``, ``remote`` and ``llm`` are where the model runs.
+
+``inferd stream``: ``stream`` and ``redis_stream`` (see their docstrings).
 """
