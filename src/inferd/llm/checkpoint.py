@@ -67,6 +67,8 @@ class ModelArchConfig:
     """Attention window of Mistral-style models; inferd attends fully, see ``max_model_len``."""
     scale_attn_by_inverse_layer_idx: bool = False
     """GPT-2 option: layer ``i`` divides its attention scores by ``i + 1`` as well."""
+    quantization: str | None = None
+    """``int8`` for a checkpoint ``inferd optimize`` quantized (see ``llm/quant.py``)."""
 
     @property
     def max_model_len(self) -> int:
@@ -210,7 +212,22 @@ def _common_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
         "bos_token_id": None if bos is None else int(bos),
         "eos_token_ids": tuple(int(token_id) for token_id in eos_list),
         "torch_dtype": None if dtype is None else str(dtype),
+        "quantization": _quantization(raw.get("quantization_config")),
     }
+
+
+def _quantization(config: Any) -> str | None:
+    """The weights' storage a ``quantization_config`` declares; only inferd's own is read."""
+    if config is None:
+        return None
+    method = config.get("quant_method") if isinstance(config, dict) else None
+    weights = config.get("weights") if isinstance(config, dict) else None
+    if method != "inferd" or weights != "int8":
+        raise ValueError(
+            f"quantization_config {config!r} is not supported: only inferd's own int8 "
+            "checkpoints (written by `inferd optimize --precision int8`) are"
+        )
+    return "int8"
 
 
 def _sliding_window(raw: Mapping[str, Any], is_qwen2: bool) -> int | None:

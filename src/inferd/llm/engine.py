@@ -18,6 +18,7 @@ import torch
 from inferd.errors import ConfigError, InvalidRequest
 from inferd.llm.checkpoint import ModelArchConfig
 from inferd.llm.models import resolve_dtype
+from inferd.llm.quant import QUANTIZATIONS
 from inferd.llm.runner import ModelRunner
 from inferd.llm.sampling import Sampler, SamplerOutput, SamplingParams
 from inferd.llm.scheduler import RunnerOutput, Scheduler, SchedulerConfig, StepOutput
@@ -47,6 +48,12 @@ class EngineConfig:
     """Token budget of one step."""
     enable_prefix_caching: bool = True
     """Share the KV of full blocks between requests with the same prefix."""
+    quantization: str = "none"
+    """none; int8: int8 weights, one scale per output channel (``llm/quant.py``); w8a8: int8
+    weights, and int8 activations in large steps. An int8 checkpoint loads as int8 anyway."""
+    kv_cache_dtype: str = "auto"
+    """auto: the model's dtype; int8: K and V in int8 with a scale per token and head (about
+    3.8x the tokens in the same ``kv_cache_bytes`` for 128-wide heads, decodes gather)."""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first bad field and its value."""
@@ -54,6 +61,15 @@ class EngineConfig:
             raise ConfigError("engine: model_path is empty: expected a checkpoint folder")
         if self.dtype != "auto":
             resolve_dtype(self.dtype, "engine")
+        if self.quantization not in QUANTIZATIONS:
+            raise ConfigError(
+                f"engine: quantization = {self.quantization!r}: expected one of "
+                + ", ".join(QUANTIZATIONS)
+            )
+        if self.kv_cache_dtype not in ("auto", "int8"):
+            raise ConfigError(
+                f"engine: kv_cache_dtype = {self.kv_cache_dtype!r}: expected auto or int8"
+            )
         try:
             torch.device(self.device)
         except RuntimeError as exc:
@@ -136,7 +152,13 @@ class LLMEngine:
         config.validate()
         dtype = None if config.dtype == "auto" else config.dtype
         runner = ModelRunner.from_checkpoint(
-            config.model_path, dtype, config.device, config.block_size, config.kv_cache_bytes
+            config.model_path,
+            dtype,
+            config.device,
+            config.block_size,
+            config.kv_cache_bytes,
+            config.quantization,
+            config.kv_cache_dtype,
         )
         scheduler = Scheduler(
             SchedulerConfig(

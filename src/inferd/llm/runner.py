@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 from inferd.errors import ConfigError
-from inferd.llm.attention import allocate_kv_cache, build_attention_batch
+from inferd.llm.attention import allocate_kv_cache, allocate_kv_scales, build_attention_batch
 from inferd.llm.checkpoint import ModelArchConfig
 from inferd.llm.decode_cache import DecodeCache
-from inferd.llm.models import load_model, resolve_dtype
+from inferd.llm.models import resolve_dtype
+from inferd.llm.quant import load_checkpoint
 from inferd.llm.scheduler import SchedulerOutput
 
 
@@ -29,9 +30,15 @@ class RunnerStep(NamedTuple):
 
 
 def kv_block_bytes(arch: ModelArchConfig, block_size: int, dtype: torch.dtype | str) -> int:
-    """Bytes one KV block takes: K and V of ``block_size`` tokens in every layer."""
+    """Bytes one KV block takes: K and V of ``block_size`` tokens in every layer.
+
+    ``int8``: int8 K and V plus an fp32 scale per token and head.
+    """
+    vectors = 2 * arch.num_layers * block_size * arch.num_kv_heads
+    if dtype in (torch.int8, "int8"):
+        return vectors * (arch.head_dim + 4)
     element_size = torch.empty((), dtype=resolve_dtype(dtype)).element_size()
-    return 2 * arch.num_layers * block_size * arch.num_kv_heads * arch.head_dim * element_size
+    return vectors * arch.head_dim * element_size
 
 
 def num_blocks_for_budget(
@@ -52,8 +59,14 @@ class ModelRunner:
     """Runs a model over a paged KV cache: ``execute(plan)`` -> logits of the sampling rows."""
 
     def __init__(
-        self, model: nn.Module, arch: ModelArchConfig, num_blocks: int, block_size: int
+        self,
+        model: nn.Module,
+        arch: ModelArchConfig,
+        num_blocks: int,
+        block_size: int,
+        kv_cache_dtype: str = "auto",
     ) -> None:
+        """``kv_cache_dtype``: ``auto`` (the model's dtype) or ``int8`` (with scales)."""
         weight = next(model.parameters())
         self.model = model
         self.arch = arch
@@ -67,12 +80,16 @@ class ModelRunner:
             block_size,
             arch.num_kv_heads,
             arch.head_dim,
-            self.dtype,
+            torch.int8 if kv_cache_dtype == "int8" else self.dtype,
             self.device,
         )
+        self.kv_scales = allocate_kv_scales(self.kv_cache) if kv_cache_dtype == "int8" else None
         # Decodes read their KV from dense rows instead of gathering blocks every layer and
         # step; the rows may take as much memory again as the paged cache, never more.
-        self.decode_cache = DecodeCache(self.kv_cache, max_bytes=self.kv_cache_bytes)
+        # An int8 cache gathers instead: its rows would be widened to the model's dtype.
+        self.decode_cache = None
+        if self.kv_scales is None:
+            self.decode_cache = DecodeCache(self.kv_cache, max_bytes=self.kv_cache_bytes)
 
     @classmethod
     def from_checkpoint(
@@ -82,16 +99,23 @@ class ModelRunner:
         device: torch.device | str,
         block_size: int,
         kv_cache_bytes: int,
+        quantization: str = "none",
+        kv_cache_dtype: str = "auto",
     ) -> ModelRunner:
-        """Load a Hugging Face checkpoint and size the KV cache to ``kv_cache_bytes``."""
-        model, arch = load_model(path, dtype, device)
-        dtype = next(model.parameters()).dtype
+        """Load a Hugging Face checkpoint and size the KV cache to ``kv_cache_bytes``.
+
+        ``quantization``: ``int8`` or ``w8a8`` quantizes the weights on load (``llm/quant``);
+        ``kv_cache_dtype = "int8"`` stores K/V in int8 with a scale per token and head.
+        """
+        model, arch = load_checkpoint(path, dtype, device, quantization)
+        dtype = "int8" if kv_cache_dtype == "int8" else next(model.parameters()).dtype
         num_blocks = num_blocks_for_budget(arch, block_size, dtype, kv_cache_bytes)
-        return cls(model, arch, num_blocks, block_size)
+        return cls(model, arch, num_blocks, block_size, kv_cache_dtype)
 
     @property
     def kv_cache_bytes(self) -> int:
-        return self.kv_cache.numel() * self.kv_cache.element_size()
+        scales = 0 if self.kv_scales is None else self.kv_scales.numel() * 4
+        return self.kv_cache.numel() * self.kv_cache.element_size() + scales
 
     def execute(self, output: SchedulerOutput) -> RunnerStep:
         """Compute the step ``output`` plans: write its KV, return its sampling rows' logits."""
@@ -102,7 +126,9 @@ class ModelRunner:
         input_ids = self._long_tensor([t for chunk in chunks for t in chunk.token_ids])
         positions = self._long_tensor([p for chunk in chunks for p in chunk.positions])
         with torch.inference_mode():
-            batch = build_attention_batch(chunks, self.kv_cache, decode_cache=self.decode_cache)
+            batch = build_attention_batch(
+                chunks, self.kv_cache, decode_cache=self.decode_cache, kv_scales=self.kv_scales
+            )
             logits: torch.Tensor = self.model(input_ids, positions, batch)
         return RunnerStep(logits, request_ids)
 

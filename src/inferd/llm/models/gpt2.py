@@ -6,6 +6,8 @@ Hugging Face stores GPT-2's projections as ``Conv1D`` weights ([in, out]);
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,6 +74,9 @@ class GPT2Block(nn.Module):
 class GPT2LMHeadModel(nn.Module):
     """GPT-2 over a paged KV cache; ``forward`` returns sampled-row logits."""
 
+    embedding_name: ClassVar[str] = "wte"
+    """The token embedding's attribute: ``quant`` shares it with a tied, quantized LM head."""
+
     def __init__(self, config: ModelArchConfig) -> None:
         super().__init__()
         self.config = config
@@ -91,8 +96,10 @@ class GPT2LMHeadModel(nn.Module):
         for block in self.h:
             x = block(x, batch)
         x = self.ln_f(x.index_select(0, batch.logits_indices))
-        weight = self.wte.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, weight).float()
+        if self.lm_head is None:
+            return F.linear(x, self.wte.weight).float()
+        logits: torch.Tensor = self.lm_head(x)  # an int8 head is a module, not a weight
+        return logits.float()
 
 
 def convert_hf_weights(

@@ -7,6 +7,7 @@ Q, K and V share one fused projection, as do the MLP's gate and up, so that each
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -142,6 +143,9 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaForCausalLM(nn.Module):
     """A Llama-family decoder over a paged KV cache; ``forward`` returns sampled-row logits."""
 
+    embedding_name: ClassVar[str] = "embed_tokens"
+    """The token embedding's attribute: ``quant`` shares it with a tied, quantized LM head."""
+
     def __init__(self, config: ModelArchConfig) -> None:
         super().__init__()
         self.config = config
@@ -165,8 +169,10 @@ class LlamaForCausalLM(nn.Module):
             x = layer(x, cos_sin, batch)
         # Only sampled rows reach the norm and LM head, the costliest GEMM of a decode step.
         x = self.norm(x.index_select(0, batch.logits_indices))
-        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, weight).float()
+        if self.lm_head is None:
+            return F.linear(x, self.embed_tokens.weight).float()
+        logits: torch.Tensor = self.lm_head(x)  # an int8 head is a module, not a weight
+        return logits.float()
 
 
 def convert_hf_weights(

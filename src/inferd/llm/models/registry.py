@@ -55,6 +55,11 @@ def load_model(
     spec = MODELS.get(config.architecture)
     if spec is None:
         raise ConfigError(f"{path}: no model class for architecture {config.architecture!r}")
+    if config.quantization is not None:
+        raise ConfigError(
+            f"{path}: the weights are {config.quantization}-quantized: "
+            "load them with inferd.llm.quant.load_checkpoint (the engine does)"
+        )
     target_dtype = resolve_dtype(dtype if dtype is not None else config.torch_dtype, path)
     state = spec.convert_weights(load_weights(path), config)
     with torch.device("meta"):
