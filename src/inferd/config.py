@@ -50,6 +50,8 @@ A model folder holds its files and an optional ``model.toml``::
     max_num_batched_tokens = 2048   # token budget per engine step (chunked prefill)
     enable_prefix_caching = true
     max_waiting = 256               # sequences waiting past max_num_seqs; then 503 + Retry-After
+    quantization = "none"           # none | int8 (weights) | w8a8 (weights and activations)
+    kv_cache_dtype = "auto"         # auto | int8 (about 3.8x the KV blocks in the same memory)
 
     [parameters]                    # free-form, handed to a python backend's constructor
 
@@ -73,6 +75,8 @@ from inferd.errors import ConfigError
 MODEL_CONFIG_FILE: Final = "model.toml"
 BACKENDS: Final = ("python", "torch", "onnx", "sklearn", "llm")
 LLM_DTYPES: Final = ("auto", "float32", "bfloat16", "float16")
+LLM_QUANTIZATIONS: Final = ("none", "int8", "w8a8")
+KV_CACHE_DTYPES: Final = ("auto", "int8")
 DEVICES: Final = ("auto", "cpu", "cuda")
 PRECISIONS: Final = ("fp32", "bf16", "fp16", "int8")
 
@@ -149,6 +153,10 @@ class LLMSettings:
     enable_prefix_caching: bool = True
     max_waiting: int = 256
     """Sequences allowed to wait beyond ``max_num_seqs``; past it, 503 with Retry-After."""
+    quantization: str = "none"
+    """none; int8 (weights, per-channel scales); w8a8 (int8 weights and activations)."""
+    kv_cache_dtype: str = "auto"
+    """auto (the model's dtype) or int8 (a scale per token and head: ~3.8x the blocks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,9 +419,18 @@ def _read_llm(table: _Table) -> LLMSettings:
         ),
         enable_prefix_caching=sub.get("enable_prefix_caching", bool, True, "true or false"),
         max_waiting=_count(sub, "max_waiting", 256, 0, "sequences waiting past max_num_seqs"),
+        quantization=_choice(sub, "quantization", "none", LLM_QUANTIZATIONS),
+        kv_cache_dtype=_choice(sub, "kv_cache_dtype", "auto", KV_CACHE_DTYPES),
     )
     sub.reject_unknown()
     return settings
+
+
+def _choice(t: _Table, key: str, default: str, choices: tuple[str, ...]) -> str:
+    value: str = t.get(key, str, default, "one of " + ", ".join(choices))
+    if value not in choices:
+        raise t.error(key, "one of " + ", ".join(choices))
+    return value
 
 
 def _count(t: _Table, key: str, default: int, minimum: int, what: str) -> int:

@@ -334,3 +334,23 @@ def test_the_docs_page_and_openapi_list_the_llm(server: ServerProcess) -> None:
     assert f"<h3>{MODEL}</h3>" in page and "/v1/chat/completions" in page
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
     assert {"/v1/models", "/v1/completions", "/v1/chat/completions"} <= set(paths)
+
+
+def test_an_int8_llm_with_an_int8_kv_cache_serves(tmp_path: Path) -> None:
+    """Serving wiring only: agreement with fp32 is measured on a trained model in
+    tests/unit/llm/test_quant.py and benchmarks/llm_quant.py (this one's random weights, drawn
+    wide, have near-ties that int8 flips)."""
+    int8 = write_tiny_llama(tmp_path / MODEL)
+    (int8 / "model.toml").write_text(
+        'backend = "llm"\nprecision = "int8"\n\n[llm]\nkv_cache_mb = 4\nkv_cache_dtype = "int8"\n'
+    )
+    with (
+        ServerProcess([int8], log_dir=tmp_path) as srv,
+        openai.OpenAI(base_url=f"{srv.url}/v1", api_key="-", max_retries=0) as quantized,
+    ):
+        out = quantized.completions.create(
+            model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0, extra_body=NO_EOS
+        )
+        log = srv.log()
+    assert out.choices[0].text and out.usage is not None and out.usage.completion_tokens == 8
+    assert "quantization=int8" in log and "kv_cache_dtype=int8" in log, log[-2000:]

@@ -22,6 +22,7 @@ from inferd.replicas.served_model import ModelState
 
 if TYPE_CHECKING:
     from inferd.llm.async_engine import AsyncLLMEngine
+    from inferd.llm.engine import EngineConfig
     from inferd.llm.output import TextDelta
     from inferd.llm.sampling import SamplingParams
     from inferd.llm.tokenizer import Tokenizer
@@ -56,6 +57,8 @@ class ServedLLM:
         self.active = 0
         """Sequences admitted and not finished: the engine's running and waiting ones."""
         self.capacity = config.llm.max_num_seqs + config.llm.max_waiting
+        self._engine_config: EngineConfig | None = None
+        self._threads = 0
 
     @property
     def version(self) -> str:
@@ -76,6 +79,21 @@ class ServedLLM:
         self.engine = engine
         core = engine.engine
         self.max_model_len = min(core.scheduler.config.max_seq_len, core.arch.max_model_len)
+        runner, settings = core.runner, self._engine_config
+        assert settings is not None
+        logger.info(
+            "LLM %r loaded: %s, dtype=%s quantization=%s kv_cache_dtype=%s, %d KV blocks of %d "
+            "tokens (%.0f MiB), %d compute threads",
+            self.name,
+            core.arch.architecture,
+            str(runner.dtype).removeprefix("torch."),
+            settings.quantization,
+            settings.kv_cache_dtype,
+            runner.num_blocks,
+            runner.block_size,
+            runner.kv_cache_bytes / _MIB,
+            self._threads,
+        )
         self.metrics.engine_snapshot = self._snapshot
         self.metrics.set_replicas(1)
         self.state = ModelState.READY
@@ -94,20 +112,25 @@ class ServedLLM:
         if not (path / "tokenizer.json").is_file():
             raise ConfigError(f"model {self.name!r}: {path} has no tokenizer.json")
         tokenizer = Tokenizer.from_folder(path)
-        set_compute_threads(self.config.threads or usable_cpus())
+        self._threads = self.config.threads or usable_cpus()
+        set_compute_threads(self._threads)
         device = self.config.device
         if device == "auto":
             device = default_device()
+        dtype, quantization = _precision(self.config)
         engine_config = EngineConfig(
             model_path=str(path),
-            dtype=settings.dtype,
+            dtype=dtype,
             device=device,
             block_size=settings.block_size,
             kv_cache_bytes=settings.kv_cache_mb * _MIB,
             max_num_seqs=settings.max_num_seqs,
             max_num_batched_tokens=settings.max_num_batched_tokens,
             enable_prefix_caching=settings.enable_prefix_caching,
+            quantization=quantization,
+            kv_cache_dtype=settings.kv_cache_dtype,
         )
+        self._engine_config = engine_config
         return AsyncLLMEngine.from_config(engine_config), tokenizer
 
     async def close(self) -> None:
@@ -202,3 +225,16 @@ class ServedLLM:
             "owned_by": "inferd",
             "max_model_len": self.max_model_len,
         }
+
+
+_PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def _precision(config: ModelConfig) -> tuple[str, str]:
+    """``(dtype, quantization)``: ``[llm]`` as set, or what the model's ``precision`` implies."""
+    dtype, quantization = config.llm.dtype, config.llm.quantization
+    if config.precision == "int8" and quantization == "none":
+        quantization = "int8"
+    elif config.precision in _PRECISION_DTYPES and dtype == "auto":
+        dtype = _PRECISION_DTYPES[config.precision]
+    return dtype, quantization
