@@ -182,3 +182,20 @@ def test_kv_cache_layout() -> None:
     cache = allocate_kv_cache(3, 10, BLOCK_SIZE, 2, HEAD_DIM, dtype=torch.bfloat16)
     assert cache.shape == (3, 2, 10, BLOCK_SIZE, 2, HEAD_DIM)
     assert cache.dtype == torch.bfloat16
+
+
+def test_new_dense_rows_hold_no_garbage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Masked columns are multiplied by zero weights: NaN garbage there would poison the row."""
+    real_empty = torch.empty
+
+    def nan_empty(*args: object, **kwargs: object) -> torch.Tensor:
+        tensor: torch.Tensor = real_empty(*args, **kwargs)  # type: ignore[call-overload]
+        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+    contexts = Contexts(4, 2)
+    history: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    run_step(contexts, [("a", 7), ("b", 3)], history, "dense")
+    monkeypatch.setattr(torch, "empty", nan_empty)
+    out, expected, _ = run_step(contexts, [("a", 1), ("b", 1)], history, "dense")
+    monkeypatch.undo()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
