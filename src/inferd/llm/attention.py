@@ -22,7 +22,7 @@ from typing import NamedTuple, Protocol
 import torch
 import torch.nn.functional as F
 
-from inferd.llm.decode_cache import DecodeCache, DecodeRows
+from inferd.llm.decode_cache import DecodeCache, DecodeRows, LayerRows
 
 
 class ChunkLike(Protocol):
@@ -192,23 +192,35 @@ def paged_attention(
     cache = batch.layer_kv(layer)
     write_kv(cache.keys, cache.values, k, v, batch.slot_mapping, cache.scales)
     group = batch.decode
-    if group is not None and group.rows is not None:
-        out = torch.empty_like(q) if not group.covers_batch else None
-        decoded = _dense_decode_attention(q, k, v, group, group.rows, layer, scale)
-        if out is None:
-            return decoded
-        out.index_copy_(0, group.token_indices, decoded)
-    elif group is not None and group.covers_batch:
-        return _decode_attention(q, cache, group, scale)
-    else:
-        out = torch.empty_like(q)
-    if group is not None and group.rows is None:
+    if group is not None and group.covers_batch:
+        return _decodes(q, k, v, cache, group, layer, scale)
+    out = torch.empty_like(q)
+    if group is not None:
         rows = group.token_indices
-        decoded = _decode_attention(q.index_select(0, rows), cache, group, scale)
+        decoded = _decodes(q.index_select(0, rows), k, v, cache, group, layer, scale)
         out.index_copy_(0, rows, decoded)
     for chunk in batch.prefills:
         out[chunk.start : chunk.end] = _prefill_attention(q, k, v, cache, chunk, scale)
     return out
+
+
+def _decodes(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cache: LayerKV,
+    group: DecodeGroup,
+    layer: int,
+    scale: float | None,
+) -> torch.Tensor:
+    """The decode group's attention, ``q`` its queries in group order: from the dense rows when
+    the group has them (``k``/``v`` are the step's, to append), else gathered from the blocks."""
+    if group.rows is None:
+        return _decode_attention(q, cache, group, scale)
+    tokens = None if group.covers_batch else group.token_indices
+    k_new = k if tokens is None else k.index_select(0, tokens)
+    v_new = v if tokens is None else v.index_select(0, tokens)
+    return _dense_decode_attention(q, k_new, v_new, group.mask, group.rows[layer], scale)
 
 
 def _decode_attention(
@@ -241,41 +253,34 @@ def _decode_attention(
 
 def _dense_decode_attention(
     q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    group: DecodeGroup,
-    rows: DecodeRows,
-    layer: int,
+    k_new: torch.Tensor,
+    v_new: torch.Tensor,
+    mask: torch.Tensor,
+    rows: LayerRows,
     scale: float | None,
 ) -> torch.Tensor:
-    """Decode attention over the dense cache's rows: append the new K/V, attend in place.
+    """Append the new K/V ([B, H_kv, D], group order) to one layer's dense rows and attend.
 
-    Returns the group's outputs in group order, ``[B, H, D]``.
+    ``q`` [B, H, D] is in group order, and so is the result.
     """
-    tokens = group.token_indices if not group.covers_batch else None
-    k_new = k if tokens is None else k.index_select(0, tokens)
-    v_new = v if tokens is None else v.index_select(0, tokens)
-    dense_k, dense_v = rows.cache[layer, 0], rows.cache[layer, 1]
-    head_dim_k = dense_k.shape[-1]
-    dense_k.view(-1, head_dim_k).index_copy_(
-        0, rows.slots, k_new.reshape(-1, head_dim_k).to(dense_k.dtype)
+    dense_k, dense_v = rows.keys, rows.values
+    head_dim = dense_k.shape[-1]
+    dense_k.view(-1, head_dim).index_copy_(
+        0, rows.slots, k_new.reshape(-1, head_dim).to(dense_k.dtype)
     )
-    dense_v.view(-1, head_dim_k).index_copy_(
-        0, rows.slots, v_new.reshape(-1, head_dim_k).to(dense_v.dtype)
+    dense_v.view(-1, head_dim).index_copy_(
+        0, rows.slots, v_new.reshape(-1, head_dim).to(dense_v.dtype)
     )
-    num_seqs = rows.rows.numel()
+    num_seqs, num_heads, _ = q.shape
+    num_kv_heads = dense_k.shape[1]
     keys = dense_k[:num_seqs, :, : rows.length]
     values = dense_v[:num_seqs, :, : rows.length]
-    q_group = q if tokens is None else q.index_select(0, tokens)
-    num_heads, head_dim = q_group.shape[1:]
-    num_kv_heads = keys.shape[1]
     # Rows are in row order; the group's members are permuted into it and back.
-    queries = q_group.index_select(0, rows.order)
+    queries = q.index_select(0, rows.order)
     queries = queries.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
-    out = F.scaled_dot_product_attention(
-        queries, keys.to(q.dtype), values.to(q.dtype), attn_mask=group.mask, scale=scale
-    )
-    result = torch.empty_like(q_group)
+    keys, values = keys.to(q.dtype), values.to(q.dtype)  # no-op unless the cache is narrower
+    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=scale)
+    result = torch.empty_like(q)
     result.index_copy_(0, rows.order, out.reshape(num_seqs, num_heads, head_dim))
     return result
 

@@ -23,6 +23,22 @@ import torch
 
 
 @dataclass(frozen=True, slots=True)
+class LayerRows:
+    """One layer's dense rows for one step: where to append, what to read."""
+
+    keys: torch.Tensor
+    """``[rows, kv_heads, capacity, head_dim]``; ``values`` likewise."""
+    values: torch.Tensor
+    order: torch.Tensor
+    """[B] the decode group's members in row order (indices into the group)."""
+    slots: torch.Tensor
+    """[B * kv_heads] where each member's new K (or V) lands in ``keys`` seen as
+    ``[rows * kv_heads * capacity, head_dim]``."""
+    length: int
+    """Columns SDPA reads: the longest context among the rows."""
+
+
+@dataclass(frozen=True, slots=True)
 class DecodeRows:
     """Where one step's decodes live in the dense cache."""
 
@@ -30,16 +46,16 @@ class DecodeRows:
     """The dense cache ``[layers, 2, rows, kv_heads, capacity, head_dim]``."""
     order: torch.Tensor
     """[B] the decode group's members in row order (indices into the group)."""
-    rows: torch.Tensor
-    """[B] row of each member of the decode group, in group order."""
-    positions: torch.Tensor
-    """[B] position of each member's new token, in group order."""
     slots: torch.Tensor
     """[B * kv_heads] where each member's new K (or V) lands in one layer's cache seen as
     ``[rows * kv_heads * capacity, head_dim]``: an ``index_copy_``, far cheaper than
     advanced-index assignment into the 4-d tensor."""
     length: int
     """Columns SDPA reads: the longest context among the rows."""
+
+    def __getitem__(self, layer: int) -> LayerRows:
+        cache = self.cache[layer]
+        return LayerRows(cache[0], cache[1], self.order, self.slots, self.length)
 
 
 class DecodeCache:
@@ -97,8 +113,6 @@ class DecodeCache:
         return DecodeRows(
             cache=self._dense,
             order=torch.tensor(sorted(range(len(rows)), key=rows.__getitem__), device=device),
-            rows=rows_t,
-            positions=positions,
             slots=slots.view(-1),
             length=max(context_lens),
         )
