@@ -126,6 +126,26 @@ def test_streamed_text_equals_the_whole_answer(client: openai.OpenAI) -> None:
     assert chunks[-1].usage.completion_tokens == 10
 
 
+def test_streamed_usage_counts_the_prompt_once_for_n_choices(
+    client: openai.OpenAI, tokenizer: Tokenizer
+) -> None:
+    chunks = list(
+        client.completions.create(
+            model=MODEL,
+            prompt=PROMPT,
+            max_tokens=5,
+            n=2,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body=NO_EOS,
+        )
+    )
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert usage.prompt_tokens == len(tokenizer.encode(PROMPT))
+    assert usage.completion_tokens == 10
+
+
 def test_n_choices_with_a_seed_are_distinct_and_repeatable(client: openai.OpenAI) -> None:
     def sample() -> list[str]:
         out = client.completions.create(

@@ -159,6 +159,10 @@ class ServedLLM:
             raise ModelNotReady(self.not_ready_reason())
         return self.engine, self.tokenizer
 
+    def ready_tokenizer(self) -> Tokenizer:
+        """The tokenizer; 503 ``ModelNotReady`` while the model is not serving."""
+        return self._ready_parts()[1]
+
     def admit(self, num_sequences: int) -> None:
         """503 with Retry-After, at once, when the sequences would overflow the waiting room."""
         if self.active + num_sequences > self.capacity:

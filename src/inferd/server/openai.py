@@ -20,7 +20,7 @@ import orjson
 from inferd.errors import InferdError, InvalidRequest
 from inferd.llm.sampling_params import SamplingParams
 from inferd.replicas.manager import ModelManager, ServedLLM
-from inferd.server.errors import error_response as _inferd_error_response
+from inferd.server.errors import as_inferd_error, error_headers
 from inferd.server.http import (
     Request,
     Response,
@@ -52,10 +52,8 @@ def get_model(manager: ModelManager, name: str) -> Response:
 
 def error_response(error: BaseException) -> Response:
     """An error in OpenAI's shape, with the status and headers inferd gives it elsewhere."""
-    plain = _inferd_error_response(error)  # logs unexpected errors, adds Retry-After
-    if not isinstance(error, InferdError):
-        error = InferdError(orjson.loads(plain.chunks[0])["error"])
-    return json_response(plain.status, error_body(error), plain.headers)
+    error = as_inferd_error(error)
+    return json_response(error.status_code, error_body(error), error_headers(error))
 
 
 # --- one sequence per (prompt, choice) -------------------------------------------------------
@@ -144,7 +142,7 @@ async def completions(request: Request, manager: ModelManager) -> Response | Str
     arrival = time.perf_counter()
     parsed = parse_completion(await _json(request))
     llm = manager.get_llm(parsed.model)
-    tokenizer = _tokenizer(llm)
+    tokenizer = llm.ready_tokenizer()
     prompts = [p if isinstance(p, list) else tokenizer.encode(p) for p in parsed.prompts]
     jobs = _jobs(llm, prompts, parsed.params, parsed.max_tokens)
     choices = [Choice(job.index, len(job.prompt_ids)) for job in jobs]
@@ -161,7 +159,7 @@ async def completions(request: Request, manager: ModelManager) -> Response | Str
                 "logprobs": format_logprobs(delta.logprobs or []) if format_logprobs else None,
                 "finish_reason": delta.finish_reason,
             }]),
-            lambda usage: meta.chunk("text_completion", [], usage),
+            lambda: meta.chunk("text_completion", [], _usage(choices, parsed.params.n)),
         )  # fmt: skip
         return StreamingResponse(200, chunks)
     await _generate_all(request, llm, jobs, choices, arrival)
@@ -185,7 +183,7 @@ async def chat_completions(request: Request, manager: ModelManager) -> Response 
     arrival = time.perf_counter()
     parsed = parse_chat(await _json(request))
     llm = manager.get_llm(parsed.model)
-    tokenizer = _tokenizer(llm)
+    tokenizer = llm.ready_tokenizer()
     prompt = tokenizer.encode_chat(parsed.messages, parsed.add_generation_prompt)
     jobs = _jobs(llm, [prompt], parsed.params, parsed.max_tokens)
     choices = [Choice(job.index, len(job.prompt_ids)) for job in jobs]
@@ -208,7 +206,9 @@ async def chat_completions(request: Request, manager: ModelManager) -> Response 
 
         chunks = _stream(
             llm, jobs, choices, arrival, parsed.include_usage, chunk,
-            lambda usage: meta.chunk("chat.completion.chunk", [], usage, True),
+            lambda: meta.chunk(
+                "chat.completion.chunk", [], _usage(choices, parsed.params.n), True
+            ),
         )  # fmt: skip
         return StreamingResponse(200, chunks)
     await _generate_all(request, llm, jobs, choices, arrival)
@@ -230,14 +230,6 @@ async def _json(request: Request) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
-
-
-def _tokenizer(llm: ServedLLM) -> Any:
-    if llm.tokenizer is None or not llm.ready:
-        from inferd.errors import ModelNotReady
-
-        raise ModelNotReady(llm.not_ready_reason())
-    return llm.tokenizer
 
 
 async def _generate_all(
@@ -267,7 +259,7 @@ async def _stream(
     arrival: float,
     include_usage: bool,
     chunk: Callable[[int, TextDelta], bytes],
-    usage_chunk: Callable[[dict[str, int]], bytes],
+    usage_chunk: Callable[[], bytes],
 ) -> AsyncIterator[bytes]:
     by_index = {c.index: c for c in choices}
     outcome = "cancelled"
@@ -276,7 +268,7 @@ async def _stream(
             by_index[index].add(delta)
             yield chunk(index, delta)
         if include_usage:
-            yield usage_chunk(_usage(choices, 1))
+            yield usage_chunk()
         outcome = "success"
     except InferdError as e:
         # Headers are gone: the error travels as one last event, in OpenAI's shape.

@@ -10,7 +10,7 @@ silently ignored; unknown fields are ignored, as OpenAI's own clients send new o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from inferd.errors import InferdError, InvalidRequest, NotFound, Overloaded
@@ -121,19 +121,13 @@ def parse_chat(body: object) -> ChatRequest:
 
 def with_max_tokens(params: SamplingParams, max_tokens: int) -> SamplingParams:
     """``params`` for one prompt, its max_tokens resolved against the context left."""
-    return params if params.max_tokens == max_tokens else _replace(params, max_tokens=max_tokens)
+    return params if params.max_tokens == max_tokens else replace(params, max_tokens=max_tokens)
 
 
 def for_choice(params: SamplingParams, index: int) -> SamplingParams:
     """The params of choice ``index`` of n: one sequence each, seeds kept distinct."""
     seed = None if params.seed is None else params.seed + index
-    return _replace(params, n=1, seed=seed)
-
-
-def _replace(params: SamplingParams, **changes: Any) -> SamplingParams:
-    from dataclasses import replace
-
-    return replace(params, **changes)
+    return replace(params, n=1, seed=seed)
 
 
 # --- errors ----------------------------------------------------------------------------------
