@@ -13,7 +13,6 @@ is the reference the weights are trained with; inferd serves them with its own c
 from __future__ import annotations
 
 import ast
-import contextlib
 import inspect
 import io
 import json
@@ -23,7 +22,7 @@ import pydoc_data.topics
 import sysconfig
 import time
 import tokenize
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +34,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
 from inferd.config import usable_cpus
+from inferd.llm.device import compute_threads
 
 logger = logging.getLogger("inferd.demo")
 
@@ -136,7 +136,7 @@ def build_tiny_llama(folder: Path, train_seconds: float) -> TrainingReport:
     write_tokenizer(tokenizer, folder)
     train_ids = torch.tensor(_token_stream(tokenizer, corpus.train, corpus.chats))
     validation = _windows(torch.tensor(_token_stream(tokenizer, corpus.validation, [])))
-    with torch.random.fork_rng(devices=[]), _threads(usable_cpus()):
+    with torch.random.fork_rng(devices=[]), compute_threads(usable_cpus()):
         torch.manual_seed(SEED)
         model = LlamaForCausalLM(model_config(tokenizer))
         loss_before = validation_loss(model, validation)
@@ -415,17 +415,6 @@ def _save(model: LlamaForCausalLM, folder: Path) -> None:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-
-
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    """Train on every usable core, then give the process its old thread count back."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _log_report(report: TrainingReport) -> None:

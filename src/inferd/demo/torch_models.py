@@ -5,8 +5,6 @@ Imported only when torch is installed; the rest of the demo builds without it.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -15,6 +13,7 @@ import torch
 from torch import nn
 
 from inferd.demo.data import DigitsSplit
+from inferd.llm.device import compute_threads
 
 SEED: Final = 0
 TRAIN_STEPS: Final = 100
@@ -24,7 +23,9 @@ PIXEL_MAX: Final = 16.0
 
 def export_digits_mlp(split: DigitsSplit, path: Path) -> float:
     """Train a 64 -> 128 -> 10 MLP on the digits, export it to ``path``; held-out accuracy."""
-    with torch.random.fork_rng(devices=[]), _one_thread():
+    # One thread: the steps are tiny, so more threads only contend, and one thread gives the
+    # same weights (hence the same recorded accuracy) on every machine.
+    with torch.random.fork_rng(devices=[]), compute_threads(1):
         torch.manual_seed(SEED)
         model = _train_digits_mlp(split)
     _export(model, torch.zeros(8, 64), path)
@@ -43,18 +44,6 @@ def export_benchmark_mlp(path: Path) -> None:
             nn.Linear(2048, 10),
         )
     _export(model, torch.zeros(8, 512), path)
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Train on one thread: the steps are tiny, so more threads only contend (and one thread
-    gives the same weights, hence the same recorded accuracy, on every machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _train_digits_mlp(split: DigitsSplit) -> nn.Sequential:

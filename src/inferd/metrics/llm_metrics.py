@@ -73,13 +73,10 @@ class LLMMetrics:
         self._ttft.observe(seconds)
         self._count_output(1)
 
-    def observe_tokens(self, num_tokens: int, gap_s: float) -> None:
-        """``num_tokens`` output tokens arrived together ``gap_s`` after the previous ones."""
-        if num_tokens <= 0:
-            return
-        for _ in range(num_tokens):  # a delta of several tokens: the gap spread over them
-            self._itl.observe(gap_s / num_tokens)
-        self._count_output(num_tokens)
+    def observe_token(self, gap_s: float) -> None:
+        """A later output token of a sequence arrived ``gap_s`` after the one before."""
+        self._itl.observe(gap_s)
+        self._count_output(1)
 
     def observe_request(
         self, outcome: str, prompt_tokens: int, output_tokens: int, seconds: float

@@ -210,7 +210,7 @@ class ServedLLM:
                 if last is None:
                     self.metrics.observe_first_token(now - arrival)
                 else:
-                    self.metrics.observe_tokens(1, now - last)
+                    self.metrics.observe_token(now - last)
                 last = now
                 delta = processor.push(output)
                 yield delta

@@ -7,8 +7,6 @@ medians); accuracy is ``accuracy.compare_greedy`` over ``EVAL_PROMPTS`` continue
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -18,6 +16,7 @@ from torch import nn
 
 from inferd.errors import ConfigError
 from inferd.llm.checkpoint import ModelArchConfig
+from inferd.llm.device import compute_threads
 from inferd.llm.models import load_model
 from inferd.llm.quant.accuracy import Accuracy, compare_greedy, decode_tokens_per_s
 from inferd.llm.quant.checkpoint import save_cast, save_quantized
@@ -119,7 +118,7 @@ def optimize_checkpoint(
         )
     original, arch = load_model(src, "float32")
     converted = _convert(src, precision)
-    with _threads(threads):
+    with compute_threads(threads):
         accuracy = compare_greedy(
             original, converted, arch, evaluation_prompts(src, arch), num_tokens
         )
@@ -148,17 +147,6 @@ def _convert(src: Path, precision: str) -> nn.Module:
     model, _ = load_model(src, "float32")
     quantize_model(model, precision)
     return model
-
-
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    """Measure on ``count`` threads, then give the process its own count back."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def evaluation_prompts(folder: Path, arch: ModelArchConfig) -> list[list[int]]:
