@@ -190,6 +190,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of (b) and (c)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--no-decode-rows", action="store_true", help="gather KV blocks every step (the old path)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
@@ -198,6 +201,8 @@ def main() -> None:
         # Room for every request's 256 tokens plus the TTFT prompts: no preemption.
         num_blocks = args.requests * (PROMPT_LEN + NEW_TOKENS) // BLOCK_SIZE + 2 * 66
         engine = make_engine(path, args.device, num_blocks, prefix_caching=True)
+        if args.no_decode_rows and engine.runner.decode_cache is not None:
+            engine.runner.decode_cache.max_bytes = 0  # every step falls back to gathering
         warm_up(engine, model)
         results: dict[str, Any] = compare(model, engine, args)
         results["prefix_ttft"] = prefix_ttft(engine)
