@@ -28,7 +28,7 @@ PURE = [
     "replicas/router.py", "replicas/autoscaler.py", "metrics/window.py",
     "jobs/manifest.py", "jobs/tuning.py", "jobs/progress.py",
     "bench/schedule.py", "bench/stats.py",
-    "tune/search.py", "tune/space.py", "tune/ramp.py", "tune/measurement.py",
+    "tune/search.py", "tune/space.py", "tune/ramp.py", "tune/measurement.py", "tune/confirm.py",
 ]  # fmt: skip
 IMPURE = {"torch", "asyncio", "threading", "multiprocessing", "concurrent", "numpy"}
 

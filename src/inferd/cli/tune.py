@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from inferd.tune.measurement import Measurement
+
 _DESCRIPTION = """\
 Serve a model with candidate configurations (replicas, max batch size, queue delay; for an
 LLM, max running sequences and token budget per step), load each with `inferd bench` at a
@@ -66,11 +68,22 @@ def _add_budgets(group: Any) -> None:
         type=int,
         default=2,
         metavar="N",
-        help="measure the best configuration again, up to N times (the next best when one does "
-        "not hold); only one that met the target twice is recommended (2; 0: never)",
+        help="measure the best configuration again, up to N configurations (the next best when "
+        "one does not hold); only one that met the target twice is recommended (2; 0: never)",
     )
     group.add_argument(
-        "--confirm-s", type=float, default=10.0, metavar="S", help="seconds per confirmation (10)"
+        "--confirm-s",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds per confirmation step (10, as long as an `inferd bench` run)",
+    )
+    group.add_argument(
+        "--confirm-steps",
+        type=int,
+        default=2,
+        metavar="N",
+        help="lower loads a confirmation tries when p99 misses at the operating load (2)",
     )
     group.add_argument(
         "--config", type=Path, metavar="FILE", help="inferd.toml handed to each trial's server"
@@ -162,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         max_trials=args.max_trials,
         confirm=args.confirm,
         confirm_s=args.confirm_s,
+        confirm_steps=args.confirm_steps,
         max_replicas=args.max_replicas or usable_cpus(),
         max_batch_size=args.max_batch_size,
         delays_ms=_numbers("--delays-ms", args.delays_ms),
@@ -193,10 +207,21 @@ def run(args: argparse.Namespace) -> int:
             f"{outcome.metric} {m.p99_ms:.2f} ms with {m.concurrency} clients "
             f"({settings.out}/recommended.toml)"
         )
+        print(_provenance(outcome.unconfirmed, outcome.unit, outcome.metric, settings.confirm_s))
     if outcome.status == INTERRUPTED:
         print("interrupted: run the same command again to resume")
         return 130
     return 0 if outcome.best is not None else 1
+
+
+def _provenance(m: Measurement | None, unit: str, metric: str, confirm_s: float) -> str:
+    """Whether the recommended figures were confirmed; if so, what its trial alone measured."""
+    if m is None:
+        return "  measured once, in its trial (not confirmed)"
+    return (
+        f"  confirmed over {confirm_s:g} s per load step; unconfirmed, its trial measured "
+        f"{m.throughput:.1f} {unit}/s at {metric} {m.p99_ms:.2f} ms with {m.concurrency} clients"
+    )
 
 
 def model_path(model: str) -> Path:

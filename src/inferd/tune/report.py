@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from inferd.tune.candidate import dump_toml
-from inferd.tune.measurement import cost_per_million
+from inferd.tune.measurement import Measurement, cost_per_million
 from inferd.tune.search import Objective, Trial, closest
 from inferd.tune.space import Candidate, SearchSpace
 
@@ -38,6 +39,7 @@ class ReportData:
     trials: tuple[tuple[int, Trial], ...]
     """(trial number, trial), in the order they ran."""
     best: Trial | None
+    """The recommendation, with its confirmation's figures when it was confirmed."""
     status: str
     """How the search ended: finished, trial budget spent, interrupted."""
     compute_ms: dict[int, float]
@@ -52,9 +54,11 @@ class ReportData:
     """The latency the target bounds: p99, p99 TTFT or p99 ITL."""
     bench_flags: str = ""
     """``inferd bench`` flags that reproduce the trials' requests."""
-    confirmed: dict[str, int] = field(default_factory=dict)
-    """Candidate key -> the number of the trial that measured it again (its figures in
-    ``trials`` are then the worse of the two)."""
+    confirmations: dict[str, tuple[int, Measurement]] = field(default_factory=dict)
+    """Candidate key -> the number and measurement of the trial that confirmed it (``trials``
+    keep their own figures)."""
+    confirm_s: float = 10.0
+    """Measured seconds per confirmation step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +80,13 @@ def snippet(data: ReportData) -> str:
     if data.best is None:
         return "# inferd tune found no configuration that meets the target.\n"
     m = data.best.measurement
+    provenance = textwrap.fill(
+        _provenance(data, data.best) + ".", 98, initial_indent="# ", subsequent_indent="# "
+    )
     header = (
         f"# inferd tune: {m.throughput:.0f} {data.unit}/s at {data.metric} {m.p99_ms:.2f} ms "
-        f"(target {data.objective.slo_p99_ms:g} ms) with {m.concurrency} concurrent clients.\n"
+        f"(target {data.objective.slo_p99_ms:g} ms) with {m.concurrency} concurrent clients;\n"
+        f"{provenance}\n"
         f"# Set these keys in {data.model_path / 'model.toml'}: top-level keys go before its "
         f"first [table].\n# The trials ran without SLO mode (slo_p99_ms) and [autoscaling]; "
         f"{FULL_CONFIG} is the whole file measured.\n"
@@ -113,25 +121,23 @@ def _setting(data: ReportData) -> str:
     o = data.objective
     budget = f"{o.memory_budget_mb:g} MiB" if o.memory_budget_mb is not None else "none"
     tried = len(data.trials)
-    again = f" and {len(data.confirmed)} confirmation(s)" if data.confirmed else ""
+    again = f" and {len(data.confirmations)} confirmation(s)" if data.confirmations else ""
     limit = o.slo_p99_ms * (1 - data.headroom)
     return (
         f"Model `{data.model_name}` at `{data.model_path}`. Target: {data.metric} ≤ "
         f"{o.slo_p99_ms:g} ms (a load step counts at ≤ {limit:.3g} ms, "
         f"{data.headroom:.0%} headroom for the noise of a later measurement). Memory budget: "
         f"{budget}. Search: {tried} trials of a {data.space.grid_size()}-point grid{again} "
-        f"({data.status}). A confirmed configuration shows the worse of its two measurements."
+        f"({data.status}). A confirmation serves the best trial's configuration again and "
+        f"measures it for {data.confirm_s:g} s at its operating load, lower if it misses there; "
+        f"a confirmed configuration is recommended with the confirmation's figures."
     )
 
 
 def _recommendation(data: ReportData) -> list[Block]:
     best = data.best
     if best is None:
-        near = closest([t for _, t in data.trials], data.objective)
-        why = f" The nearest was {near.candidate.key()}: {_verdict(data, near)}." if near else ""
-        if data.confirmed:
-            why += " Only a configuration that met it when measured again is recommended."
-        return [Block("h2", "No recommendation"), _p("No trial met the target." + why)]
+        return [Block("h2", "No recommendation"), _p(_no_recommendation(data))]
     m = best.measurement
     cost = _cost_text(data, best)
     if data.price_per_hour == 0:
@@ -146,7 +152,7 @@ def _recommendation(data: ReportData) -> list[Block]:
         _p(
             f"`{best.candidate.key()}`: {m.throughput:.1f} {data.unit}/s at {data.metric} "
             f"{m.p99_ms:.2f} ms with {m.concurrency} concurrent clients; {m.memory_mb:.0f} MiB; "
-            f"{cost} per 1M {data.unit}."
+            f"{cost} per 1M {data.unit}; {_provenance(data, best)}."
         ),
         _p(f"Paste into the model's `model.toml` (also in `{SNIPPET}`):"),
         Block("code", snippet(data)),
@@ -155,48 +161,109 @@ def _recommendation(data: ReportData) -> list[Block]:
     ]
 
 
+def _provenance(data: ReportData, best: Trial) -> str:
+    """Where the recommendation's figures come from: its confirmation, or one trial alone."""
+    origin = _search_trial(data, best.candidate)
+    confirmation = data.confirmations.get(best.candidate.key())
+    if origin is None or confirmation is None:
+        return "measured once, in its trial (not confirmed)"
+    (trial_number, trial), (number, _) = origin, confirmation
+    m = trial.measurement
+    return (
+        f"confirmed by trial #{number} ({data.confirm_s:g} s per load step); unconfirmed, its "
+        f"trial #{trial_number} measured {m.throughput:.1f} {data.unit}/s at {data.metric} "
+        f"{m.p99_ms:.2f} ms with {m.concurrency} clients"
+    )
+
+
+def _no_recommendation(data: ReportData) -> str:
+    if not data.confirmations:
+        near = closest([t for _, t in data.trials], data.objective)
+        why = f" The nearest was {near.candidate.key()}: {_verdict(data, near)}." if near else ""
+        return "No trial met the target." + why
+    missed = "; ".join(
+        f"{key} (#{number}: {_confirmation_verdict(data, key, again)})"
+        for key, (number, again) in sorted(data.confirmations.items(), key=lambda i: i[1][0])
+    )
+    return (
+        f"No configuration held the target when measured again for {data.confirm_s:g} s: "
+        f"{missed}. Only a configuration that met it when measured again is recommended "
+        f"(more with --confirm and --confirm-steps, or on a quieter machine)."
+    )
+
+
+def _search_trial(data: ReportData, candidate: Candidate) -> tuple[int, Trial] | None:
+    return next(((n, t) for n, t in data.trials if t.candidate == candidate), None)
+
+
 def _trial_table(data: ReportData) -> Block:
     names = [d.name for d in data.space.dimensions]
     headers = ["#", *names, f"{data.unit}/s", f"{data.metric} ms", "clients", "MiB"]
     headers += ["replica-h/1M"]
     headers += ["cost/1M", "verdict"]
-    rows: list[tuple[str, ...]] = []
+    best = data.best.candidate if data.best is not None else None
+    confirmed_best = best is not None and best.key() in data.confirmations
+    rows: list[tuple[int, tuple[str, ...]]] = []
     for number, trial in data.trials:
-        m = trial.measurement
-        values = [f"{trial.candidate.as_dict().get(n, '')}" for n in names]
-        replica_h = cost_per_million(1.0, trial.candidate.replicas(), m.throughput)
-        rows.append(
-            (
-                str(number) + (" ★" if trial is data.best else ""),
-                *values,
-                f"{m.throughput:.1f}",
-                _ms(m.p99_ms),
-                str(m.concurrency),
-                f"{m.memory_mb:.0f}",
-                "—" if replica_h is None else f"{replica_h:.3g}",
-                _cost_text(data, trial),
-                _verdict(data, trial),
-            )
-        )
-    return Block("table", headers=tuple(headers), rows=tuple(rows))
+        star = trial.candidate == best and not confirmed_best
+        rows.append((number, _row(data, number, trial, _verdict(data, trial), star)))
+        confirmation = data.confirmations.get(trial.candidate.key())
+        if confirmation is not None:
+            again = Trial(trial.candidate, confirmation[1])
+            verdict = _confirmation_verdict(data, trial.candidate.key(), confirmation[1])
+            star = trial.candidate == best and confirmed_best
+            rows.append((confirmation[0], _row(data, confirmation[0], again, verdict, star)))
+    ordered = tuple(row for _, row in sorted(rows))
+    return Block("table", headers=tuple(headers), rows=ordered)
+
+
+def _row(data: ReportData, number: int, trial: Trial, verdict: str, star: bool) -> tuple[str, ...]:
+    m = trial.measurement
+    names = [d.name for d in data.space.dimensions]
+    replica_h = cost_per_million(1.0, trial.candidate.replicas(), m.throughput)
+    return (
+        str(number) + (" ★" if star else ""),
+        *(f"{trial.candidate.as_dict().get(n, '')}" for n in names),
+        f"{m.throughput:.1f}",
+        _ms(m.p99_ms),
+        str(m.concurrency),
+        f"{m.memory_mb:.0f}",
+        "—" if replica_h is None else f"{replica_h:.3g}",
+        _cost_text(data, trial),
+        verdict,
+    )
 
 
 def _verdict(data: ReportData, trial: Trial) -> str:
     m, o = trial.measurement, data.objective
-    again = data.confirmed.get(trial.candidate.key())
+    again = data.confirmations.get(trial.candidate.key())
     if m.error is not None:
         return "failed: " + m.error.splitlines()[0]
-    if again is not None and not o.meets_slo(m):
-        return f"did not hold when measured again (#{again})"
     if not o.meets_slo(m):
-        return f"misses the target even at {_lightest(trial)} client(s)"
+        return f"misses the target even at {_lightest(m)} client(s)"
     if not o.fits_memory(m):
         return "over the memory budget"
-    return "feasible" if again is None else f"feasible, confirmed by #{again}"
+    if again is None:
+        return "feasible"
+    if o.meets_slo(again[1]):
+        return f"feasible, confirmed by #{again[0]}"
+    return f"feasible in its trial; did not hold when measured again (#{again[0]})"
 
 
-def _lightest(trial: Trial) -> int:
-    return min((p.concurrency for p in trial.measurement.points), default=1)
+def _confirmation_verdict(data: ReportData, key: str, again: Measurement) -> str:
+    """A confirmation's row: the trial it confirms and at which load it held, if any."""
+    origin = next((n for n, t in data.trials if t.candidate.key() == key), None)
+    confirms = f"confirms #{origin}" if origin is not None else "a confirmation"
+    loads = ", ".join(str(p.concurrency) for p in again.points)
+    if again.error is not None:
+        return f"{confirms}: failed: {again.error.splitlines()[0]}"
+    if not data.objective.meets_slo(again):
+        return f"{confirms}: missed the target at {loads} client(s)"
+    return f"{confirms}: held at {again.concurrency} client(s) (measured at {loads})"
+
+
+def _lightest(m: Measurement) -> int:
+    return min((p.concurrency for p in m.points), default=1)
 
 
 def _cost_text(data: ReportData, trial: Trial) -> str:
@@ -212,7 +279,8 @@ def _cost_note(data: ReportData) -> str:
         f"{data.price_per_hour:g} per replica-hour (--price-per-hour, or the model's or "
         f"server's price_per_hour); replica-h/1M is the same at a price of 1. Throughput is the "
         f"trial's operating point: the load step with the most {data.unit}/s whose "
-        f"{data.metric} met the target. — means no step met it."
+        f"{data.metric} met the target (a confirmation's: the load that held). — means no step "
+        f"met it."
     )
 
 

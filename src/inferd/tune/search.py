@@ -250,18 +250,3 @@ def _climb(dim: Dimension, start: Candidate, objective: Objective, trials: _Tria
         if best != origin:
             break
     return at(best)
-
-
-def pessimistic(first: Measurement, second: Measurement) -> Measurement:
-    """A configuration measured twice keeps the worse of the two: it must meet the target both
-    times, and its throughput is the lower, its p99, memory and load the less flattering."""
-    points = first.points + second.points
-    notes = tuple(dict.fromkeys(first.warnings + second.warnings))
-    p99 = max(first.p99_ms, second.p99_ms)
-    memory = max(first.memory_mb, second.memory_mb)
-    error = first.error or second.error
-    if error is not None or not (first.meets_slo and second.meets_slo):
-        return Measurement(0.0, p99, memory, 0, points, error, notes)
-    throughput = min(first.throughput, second.throughput)
-    concurrency = min(first.concurrency, second.concurrency)
-    return Measurement(throughput, p99, memory, concurrency, points, None, notes)

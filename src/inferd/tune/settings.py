@@ -33,11 +33,13 @@ class TuneSettings:
     max_concurrency: int = 64
     headroom: float = 0.1
     confirm: int = 2
-    """Measure the best configuration again, up to this many times (the next best when one does
-    not hold); only a configuration that met the target twice is recommended. 0: never."""
+    """Configurations measured again at most (the best, then the next best when one does not
+    hold); only a configuration that met the target twice is recommended. 0: never."""
     confirm_s: float = 10.0
-    """Measured seconds of a confirmation: as long as an ``inferd bench`` run by default, since
-    a longer window is likelier to catch the machine's slow moments."""
+    """Measured seconds per confirmation step: as long as an ``inferd bench`` run by default
+    (the check a user runs next), since a longer window is likelier to catch slow moments."""
+    confirm_steps: int = 2
+    """Lower loads a confirmation tries at most when p99 misses at the operating load."""
     max_num_seqs: int = 128
     """LLMs: the most sequences decoding together tried (powers of two up to it)."""
     token_budgets: tuple[int, ...] = DEFAULT_TOKEN_BUDGETS
@@ -60,6 +62,7 @@ class TuneSettings:
             raise ConfigError(f"--price-per-hour {self.price_per_hour}: expected a price >= 0")
         for flag, count, minimum in (
             ("--confirm", self.confirm, 0),
+            ("--confirm-steps", self.confirm_steps, 0),
             ("--max-trials", self.max_trials or 1, 1),
             ("--max-replicas", self.max_replicas, 1),
             ("--max-batch-size", self.max_batch_size, 1),

@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from inferd.bench import BenchSpec, run_bench
 from inferd.config import ModelConfig
@@ -107,11 +109,19 @@ class TrialPlan:
     start_timeout_s: float = 120.0
 
 
-def run_trial(plan: TrialPlan, candidate: Candidate, number: int, start: int) -> Measurement:
-    """Serve ``candidate``, ramp the load from ``start`` clients, and stop the server."""
+class LoadSteps(Protocol):
+    """Which load steps a trial runs, and what they add up to: a search trial's ``Ramp``, or a
+    confirmation's ``confirm.StepDown``."""
+
+    def next_concurrency(self, points: Sequence[LoadPoint]) -> int | None: ...
+
+    def measurement(self, points: Sequence[LoadPoint], memory_mb: float) -> Measurement: ...
+
+
+def run_trial(plan: TrialPlan, candidate: Candidate, number: int, steps: LoadSteps) -> Measurement:
+    """Serve ``candidate``, run the load ``steps`` decide, and stop the server."""
     trial_dir = plan.workdir / f"trial-{number:03d}"
     folder = write_candidate(plan.model, candidate, plan.space, trial_dir / plan.model.name)
-    ramp = dataclasses.replace(plan.ramp, start=start)
     with TrialServer(folder, trial_dir / "server.log", plan.server_config) as server:
         try:
             server.wait_ready(plan.start_timeout_s)
@@ -119,7 +129,7 @@ def run_trial(plan: TrialPlan, candidate: Candidate, number: int, start: int) ->
             return Measurement(0.0, math.inf, server.memory_mb(), error=e.message)
         points: list[LoadPoint] = []
         memory = 0.0
-        while (concurrency := ramp.next_concurrency(points)) is not None:
+        while (concurrency := steps.next_concurrency(points)) is not None:
             try:
                 point = measure(server.url, plan.model.name, concurrency, plan.load)
             except InferdError as e:
@@ -136,7 +146,7 @@ def run_trial(plan: TrialPlan, candidate: Candidate, number: int, start: int) ->
             points.append(point)
             memory = max(memory, server.memory_mb())
         died = server.proc.poll() is not None
-    measured = ramp.measurement(points, memory)
+    measured = steps.measurement(points, memory)
     notes = tuple(dict.fromkeys(w for p in points for w in p.warnings))
     if died:
         return dataclasses.replace(measured, error="the server died during the trial")

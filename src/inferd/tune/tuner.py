@@ -1,9 +1,10 @@
 """``inferd tune``'s work: settings in, trials run (or resumed), report folder out.
 
 The pieces: ``calibration`` prunes the space, ``search`` picks the candidates, ``trial`` runs
-each on a real server, ``state`` remembers them, ``report`` and ``plot`` write the folder. A
-Ctrl-C stops the running trial's server (``TrialServer`` exits its context) and lands here,
-where the report of the finished trials is written before the interrupt goes on.
+each on a real server, ``confirm`` measures the best again before it is recommended, ``state``
+remembers them, ``report`` and ``plot`` write the folder. A Ctrl-C stops the running trial's
+server (``TrialServer`` exits its context) and lands here, where the report of the finished
+trials is written before the interrupt goes on.
 """
 
 from __future__ import annotations
@@ -23,10 +24,18 @@ from inferd.config import ModelConfig, load_server_config
 from inferd.errors import ConfigError
 from inferd.repository import discover
 from inferd.tune.candidate import candidate_table, dump_toml
+from inferd.tune.confirm import (
+    ConfirmPolicy,
+    Measure,
+    StepDown,
+    confirm,
+    confirmed_trials,
+    recommend,
+)
 from inferd.tune.measurement import Measurement
 from inferd.tune.ramp import Ramp, start_guess
 from inferd.tune.report import PLOT, ReportData, write_report
-from inferd.tune.search import Objective, Trial, choose, pessimistic, search
+from inferd.tune.search import Objective, Trial, search
 from inferd.tune.settings import TuneSettings
 from inferd.tune.space import (
     MAX_BATCH_SIZE,
@@ -37,7 +46,7 @@ from inferd.tune.space import (
     tensor_space,
 )
 from inferd.tune.state import TrialLog
-from inferd.tune.trial import TrialPlan, run_trial
+from inferd.tune.trial import LoadSteps, TrialPlan, run_trial
 
 logger = logging.getLogger("inferd.tune")
 
@@ -46,7 +55,8 @@ INTERRUPTED: Final = "interrupted"
 CONFIRM_WARMUP_S: Final = 2.0
 """A confirmation warms up as long as ``inferd bench`` does by default."""
 
-RunTrial = Callable[[TrialPlan, Candidate, int, int], Measurement]
+RunTrial = Callable[[TrialPlan, Candidate, int, LoadSteps], Measurement]
+"""Serve a candidate as trial number N and run the given load steps on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +64,9 @@ class TuneOutcome:
     """What ``tune`` found and where it wrote it."""
 
     best: Trial | None
+    """The recommendation, with its confirmation's figures when it was confirmed."""
     trials: tuple[tuple[int, Trial], ...]
+    """The search's trials, each with its own figures."""
     status: str
     report: list[Path]
     space: SearchSpace
@@ -63,6 +75,8 @@ class TuneOutcome:
     """What throughput counts (an LLM's: output tokens)."""
     metric: str = "p99"
     """The latency the target bounds: p99, p99 TTFT or p99 ITL."""
+    unconfirmed: Measurement | None = None
+    """The recommendation's figures in its search trial, when a confirmation replaced them."""
 
 
 def tune(settings: TuneSettings, run: RunTrial = run_trial) -> TuneOutcome:
@@ -94,7 +108,9 @@ def tune(settings: TuneSettings, run: RunTrial = run_trial) -> TuneOutcome:
         with _sigterm_interrupts():
             result = search(space, objective, _evaluator(plan, log, run), settings.max_trials)
             status = "finished" if result.complete else "trial budget spent"
-            _confirm(plan, log, run, objective, settings)
+            policy = ConfirmPolicy(plan.ramp, settings.confirm, settings.confirm_steps)
+            trials = [t for _, t in log.trials()]
+            confirm(trials, objective, _confirmer(plan, log, run, settings.confirm_s), policy)
     except KeyboardInterrupt:
         # The running trial's server is already stopped (its context has exited).
         logger.warning("interrupted: writing the report of the trials that finished")
@@ -102,48 +118,39 @@ def tune(settings: TuneSettings, run: RunTrial = run_trial) -> TuneOutcome:
     return _report(settings, model, space, objective, log, status, compute_ms)
 
 
-def _confirm(
-    plan: TrialPlan, log: TrialLog, run: RunTrial, objective: Objective, settings: TuneSettings
-) -> None:
-    """Measure the best unconfirmed trial again, at its operating load (lower if it no longer
-    holds there) for ``confirm_s`` seconds, until the best is confirmed or ``confirm``
-    confirmations are spent."""
-    load_settings = dataclasses.replace(
-        plan.load, step_s=settings.confirm_s, warmup_s=max(plan.load.warmup_s, CONFIRM_WARMUP_S)
+def _confirmer(plan: TrialPlan, log: TrialLog, run: RunTrial, confirm_s: float) -> Measure:
+    """``confirm``'s measuring: a confirmation already in the log is read back (a resumed run
+    replays them); a new one serves the candidate again with ``confirm_s``-second steps."""
+    warmup_s = max(plan.load.warmup_s, CONFIRM_WARMUP_S)
+    again = dataclasses.replace(
+        plan, load=dataclasses.replace(plan.load, step_s=confirm_s, warmup_s=warmup_s)
     )
-    for _ in range(settings.confirm):
-        best = choose([t for _, t in merged_trials(log)], objective)
-        if best is None or best.candidate.key() in log.confirmations:
-            return
-        load = best.measurement.concurrency
+
+    def measure(trial: Trial, steps: StepDown) -> Measurement:
+        key = trial.candidate.key()
+        known = log.confirmations.get(key)
+        if known is not None:
+            logger.info("trial %d: %s confirmed before, in %s", known[0], key, log.path)
+            return known[1]
         number = log.next_number()
-        shutil.rmtree(plan.workdir / f"trial-{number:03d}", ignore_errors=True)
-        logger.info(
-            "trial %d: %s again, to confirm (%d clients)", number, best.candidate.key(), load
-        )
-        ramp = dataclasses.replace(plan.ramp, max_concurrency=load)
-        again = dataclasses.replace(plan, ramp=ramp, load=load_settings)
-        measured = run(again, best.candidate, number, load)
-        log.append(number, best.candidate, measured, confirms=True)
+        shutil.rmtree(plan.workdir / f"trial-{number:03d}", ignore_errors=True)  # unfinished
+        loads = ", then ".join(str(c) for c in steps.loads)
+        logger.info("trial %d: %s again, to confirm (%s clients)", number, key, loads)
+        measured = run(again, trial.candidate, number, steps)
+        log.append(number, trial.candidate, measured, confirms=True)
         logger.info("trial %d: %s", number, _describe(measured, plan))
+        return measured
+
+    return measure
 
 
-def merged_trials(log: TrialLog) -> tuple[tuple[int, Trial], ...]:
-    """The log's trials, each confirmed one with the worse of its two measurements."""
-    merged = []
-    for number, trial in log.trials():
-        confirmation = log.confirmations.get(trial.candidate.key())
-        if confirmation is not None:
-            trial = Trial(trial.candidate, pessimistic(trial.measurement, confirmation[1]))
-        merged.append((number, trial))
-    return tuple(merged)
-
-
-def _recommend(log: TrialLog, objective: Objective) -> Trial | None:
-    """The best trial; once any confirmation ran, the best confirmed one only."""
-    trials = merged_trials(log)
-    confirmed = [t for _, t in trials if t.candidate.key() in log.confirmations]
-    return choose(confirmed or [t for _, t in trials], objective)
+def _confirmations(log: TrialLog) -> dict[Candidate, Measurement]:
+    """The log's confirmations, by the candidate of the trial each confirms."""
+    return {
+        t.candidate: log.confirmations[t.candidate.key()][1]
+        for _, t in log.trials()
+        if t.candidate.key() in log.confirmations
+    }
 
 
 @contextlib.contextmanager
@@ -216,7 +223,7 @@ def _evaluator(plan: TrialPlan, log: TrialLog, run: RunTrial) -> Callable[[Candi
         done = [(t.candidate.replicas(), t.measurement) for _, t in log.trials()]
         start = start_guess(done, candidate.replicas())
         logger.info("trial %d: %s (ramp from %d clients)", number, candidate.key(), start)
-        measured = run(plan, candidate, number, start)
+        measured = run(plan, candidate, number, dataclasses.replace(plan.ramp, start=start))
         log.append(number, candidate, measured)
         logger.info("trial %d: %s", number, _describe(measured, plan))
         return measured
@@ -249,15 +256,16 @@ def _report(
     """Write the report of every finished trial in the folder."""
     from inferd.tune.plot import plot_available, plot_trials
 
-    trials = merged_trials(log)
-    best = _recommend(log, objective)
+    trials = log.trials()
+    confirmations = _confirmations(log)
+    best = recommend([t for _, t in trials], confirmations, objective)
     plot_note = plot_available()
     if plot_note is None:
         load = settings.load
         title = f"{model.name}: {load.metric_name} target {settings.slo_p99_ms:g} ms"
         plot_trials(
             settings.out / PLOT,
-            [t for _, t in trials],
+            confirmed_trials([t for _, t in trials], confirmations),
             best,
             settings.slo_p99_ms,
             title,
@@ -280,13 +288,19 @@ def _report(
         unit=settings.load.unit,
         metric=settings.load.metric_name,
         bench_flags=_bench_flags(settings),
-        confirmed={key: number for key, (number, _) in log.confirmations.items()},
+        confirmations=dict(log.confirmations),
+        confirm_s=settings.confirm_s,
     )
     written = write_report(settings.out, data)
     if plot_note is None:
         written.append(settings.out / PLOT)
     load = settings.load
-    return TuneOutcome(best, trials, status, written, space, load.unit, load.metric_name)
+    unconfirmed = None
+    if best is not None and best.candidate in confirmations:
+        unconfirmed = log.finished[best.candidate.key()][1].measurement
+    return TuneOutcome(
+        best, trials, status, written, space, load.unit, load.metric_name, unconfirmed
+    )
 
 
 def _full_config(model: ModelConfig, best: Trial, space: SearchSpace) -> str:

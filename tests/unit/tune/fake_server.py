@@ -2,18 +2,34 @@
 
 ``Surface`` gives each candidate its operating point directly (the best is known exactly).
 ``FakeServer`` answers each load step of a closed-loop ramp instead, from a simple model of a
-batching server: ``r`` replicas on ``cores`` cores, batches costing ``a + k·rows`` ms.
+batching server: ``r`` replicas on ``cores`` cores, batches costing ``a + k·rows`` ms; its
+search trials may read p99 lower than the truth a confirmation reads (a lucky machine).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from inferd.tune.confirm import StepDown
 from inferd.tune.measurement import LoadPoint, Measurement
 from inferd.tune.ramp import Ramp, start_guess
+from inferd.tune.search import Trial
 from inferd.tune.space import Candidate
+from inferd.tune.trial import LoadSteps
+
+
+def run_steps(
+    steps: LoadSteps, step: Callable[[int], LoadPoint], memory_mb: float = 100.0
+) -> Measurement:
+    """What ``trial.run_trial`` does with its load steps, against ``step`` instead of a server."""
+    points: list[LoadPoint] = []
+    while (c := steps.next_concurrency(points)) is not None:
+        points.append(step(c))
+        assert len(points) < 50, "the steps must end"
+    return steps.measurement(points, memory_mb)
 
 
 @dataclass
@@ -67,6 +83,8 @@ class FakeServer:
     a_ms: float = 2.0
     k_ms: float = 0.25
     cores: int = 2
+    luck: float = 1.0
+    """The search trials' steps read p99 this many times the truth (< 1: a lucky machine)."""
     steps: int = 0
 
     def step(self, candidate: Candidate, concurrency: int) -> LoadPoint:
@@ -87,12 +105,19 @@ class FakeServer:
     def measure(self, ramp: Ramp, candidate: Candidate) -> Measurement:
         """The trial: the ramp's steps against this server, started where earlier trials say."""
         ramp = dataclasses.replace(ramp, start=start_guess(self.done, candidate.replicas()))
-        points: list[LoadPoint] = []
-        while (c := ramp.next_concurrency(points)) is not None:
-            points.append(self.step(candidate, c))
-        measured = ramp.measurement(points, memory_mb=100.0 * candidate.replicas())
+
+        def lucky(c: int) -> LoadPoint:
+            point = self.step(candidate, c)
+            return dataclasses.replace(point, p99_ms=point.p99_ms * self.luck)
+
+        measured = run_steps(ramp, lucky, memory_mb=100.0 * candidate.replicas())
         self.done.append((candidate.replicas(), measured))
         return measured
+
+    def confirm(self, trial: Trial, steps: StepDown) -> Measurement:
+        """A confirmation: its steps read the truth."""
+        memory = trial.measurement.memory_mb
+        return run_steps(steps, lambda c: self.step(trial.candidate, c), memory)
 
 
 @dataclass
