@@ -91,13 +91,15 @@ def hf_sequential(
     return throughput(sum(r["seconds"] for r in runs), sum(int(r["output_tokens"]) for r in runs))
 
 
-def make_engine(path: Path, device: str, num_blocks: int, prefix_caching: bool) -> LLMEngine:
+def make_engine(
+    path: Path, device: str, num_blocks: int, prefix_caching: bool, dtype: str = "float32"
+) -> LLMEngine:
     config = EngineConfig(
         model_path=str(path),
-        dtype="float32",
+        dtype=dtype,
         device=device,
         block_size=BLOCK_SIZE,
-        kv_cache_bytes=num_blocks * kv_block_bytes(load_arch_config(path), BLOCK_SIZE, "float32"),
+        kv_cache_bytes=num_blocks * kv_block_bytes(load_arch_config(path), BLOCK_SIZE, dtype),
         max_num_seqs=256,
         max_num_batched_tokens=2048,
         enable_prefix_caching=prefix_caching,
@@ -191,16 +193,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="both transformers and inferd compute in this precision",
+    )
+    parser.add_argument(
         "--no-decode-rows", action="store_true", help="gather KV blocks every step (the old path)"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder)
-        model = save_model(path).to(args.device)
+        model = save_model(path).to(args.device, getattr(torch, args.dtype))
         # Room for every request's 256 tokens plus the TTFT prompts: no preemption.
         num_blocks = args.requests * (PROMPT_LEN + NEW_TOKENS) // BLOCK_SIZE + 2 * 66
-        engine = make_engine(path, args.device, num_blocks, prefix_caching=True)
+        engine = make_engine(path, args.device, num_blocks, True, args.dtype)
         if args.no_decode_rows and engine.runner.decode_cache is not None:
             engine.runner.decode_cache.max_bytes = 0  # every step falls back to gathering
         warm_up(engine, model)
@@ -209,6 +217,7 @@ def main() -> None:
     results["setup"] = {**vars(args), "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS}
     print(render(results))
     name = "llm_engine" if args.threads == 2 else f"llm_engine_threads{args.threads}"
+    name += "" if args.dtype == "float32" else f"_{args.dtype}"
     print(f"saved {save(name, results)}")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import os
 import statistics
 import subprocess
@@ -56,11 +57,15 @@ def write_tokenizer(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text('{"eos_token": "w2", "bos_token": "w1"}')
 
 
-def start_server(folder: Path, threads: int, num_seqs: int) -> tuple[subprocess.Popen[bytes], str]:
-    kv_mb = 2 * 8 * 512 * 4 * (num_seqs * (PROMPT_LEN + NEW_TOKENS) + 4 * 1100) // (1 << 20) + 16
+def start_server(
+    folder: Path, threads: int, num_seqs: int, dtype: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    element = torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    tokens = num_seqs * (PROMPT_LEN + NEW_TOKENS) + 4 * 1100
+    kv_mb = 2 * 8 * 512 * element * tokens // (1 << 20) + 16
     (folder / "model.toml").write_text(
         f'name = "{MODEL}"\nbackend = "llm"\nthreads = {threads}\n\n'
-        f'[llm]\ndtype = "float32"\nkv_cache_mb = {kv_mb}\nmax_num_seqs = {max(num_seqs, 64)}\n'
+        f'[llm]\ndtype = "{dtype}"\nkv_cache_mb = {kv_mb}\nmax_num_seqs = {max(num_seqs, 64)}\n'
     )
     port = free_port()
     proc = subprocess.Popen(
@@ -130,20 +135,32 @@ async def served_prefix_ttft(url: str, repeats: int = 3) -> dict[str, float]:
     return {"cold_ms": statistics.median(cold) * 1e3, "cached_ms": statistics.median(warm) * 1e3}
 
 
-def compare(model: Any, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """(a), then (b) and (c) interleaved, best round of each: the machine is shared and noisy."""
+def compare(models: dict[str, Any], url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """(a), then (b) and (c) interleaved, best round of each: the machine is shared and noisy.
+
+    ``models`` holds transformers' model in each reference precision; the served model computes
+    in ``args.dtype``, which is always one of them.
+    """
     asyncio.run(served_throughput(url, random_prompts(4, 16, 9)))  # warm-up
-    hf_rounds, served_rounds = [], []
+    hf_rounds: dict[str, list[dict[str, float]]] = {dtype: [] for dtype in models}
+    served_rounds = []
     for round_index in range(args.rounds):
         prompts = random_prompts(args.requests, PROMPT_LEN, seed=1 + round_index)
-        hf_rounds.append(hf_generate(model, prompts))
+        for dtype, model in models.items():
+            hf_rounds[dtype].append(hf_generate(model, prompts))
         served_rounds.append(asyncio.run(served_throughput(url, prompts)))
+    sequential = random_prompts(args.sequential, PROMPT_LEN, 0)
     return {
-        "hf_sequential": hf_sequential(model, random_prompts(args.sequential, PROMPT_LEN, 0)),
-        "hf_static_batch": max(hf_rounds, key=lambda r: r["tokens_per_s"]),
+        "hf_sequential": {d: hf_sequential(m, sequential) for d, m in models.items()},
+        "hf_static_batch": {
+            d: max(rounds, key=lambda r: r["tokens_per_s"]) for d, rounds in hf_rounds.items()
+        },
         "inferd_openai": max(served_rounds, key=lambda r: r["tokens_per_s"]),
         "rounds_tokens_per_s": {
-            "hf_static_batch": [r["tokens_per_s"] for r in hf_rounds],
+            **{
+                f"hf_static_batch_{d}": [r["tokens_per_s"] for r in rs]
+                for d, rs in hf_rounds.items()
+            },
             "inferd_openai": [r["tokens_per_s"] for r in served_rounds],
         },
     }
@@ -155,6 +172,12 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=2, help="requests timed one by one")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="the served model's precision; transformers runs in it too (and in float32)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,9 +185,12 @@ def main() -> None:
         folder.mkdir()
         model = save_model(folder)
         write_tokenizer(folder)
-        proc, url = start_server(folder, args.threads, args.requests)
+        models = {"float32": model}
+        if args.dtype != "float32":
+            models[args.dtype] = copy.deepcopy(model).to(getattr(torch, args.dtype))
+        proc, url = start_server(folder, args.threads, args.requests, args.dtype)
         try:
-            results = compare(model, url, args)
+            results = compare(models, url, args)
             results["prefix_ttft"] = asyncio.run(served_prefix_ttft(url))
             results["metrics"] = kv_metrics(url)
         finally:
@@ -172,7 +198,8 @@ def main() -> None:
             proc.wait(30)
     results["setup"] = {**vars(args), "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS}
     print(render(results))
-    print(f"saved {save('llm_serving', results)}")
+    name = "llm_serving" if args.dtype == "float32" else f"llm_serving_{args.dtype}"
+    print(f"saved {save(name, results)}")
 
 
 def kv_metrics(url: str) -> dict[str, float]:
@@ -187,16 +214,26 @@ def kv_metrics(url: str) -> dict[str, float]:
 
 
 def render(results: dict[str, Any]) -> str:
-    seq, batch, ours = (results[k] for k in ("hf_sequential", "hf_static_batch", "inferd_openai"))
+    seqs, batches = results["hf_sequential"], results["hf_static_batch"]
+    ours = results["inferd_openai"]
     ttft, num = results["prefix_ttft"], int(results["setup"]["requests"])
-    rows = [
-        ("transformers generate, one request at a time", f"{seq['tokens_per_s']:.1f} tok/s"),
-        (f"transformers generate, static batch of {num}", f"{batch['tokens_per_s']:.1f} tok/s"),
+    dtype = results["setup"]["dtype"]
+    rows = []
+    for ref in seqs:
+        seq, batch = seqs[ref]["tokens_per_s"], batches[ref]["tokens_per_s"]
+        rows += [
+            (f"transformers generate {ref}, one request at a time", f"{seq:.1f} tok/s"),
+            (f"transformers generate {ref}, static batch of {num}", f"{batch:.1f} tok/s"),
+            (
+                f"inferd serve {dtype} against transformers {ref}",
+                f"{ours['tokens_per_s'] / seq:.1f}x one-at-a-time, "
+                f"{ours['tokens_per_s'] / batch:.2f}x static batch",
+            ),
+        ]
+    rows += [
         (
-            f"inferd serve, {num} concurrent OpenAI streams",
-            f"{ours['tokens_per_s']:.1f} tok/s "
-            f"({ours['tokens_per_s'] / seq['tokens_per_s']:.1f}x one-at-a-time, "
-            f"{ours['tokens_per_s'] / batch['tokens_per_s']:.2f}x static batch)",
+            f"inferd serve {dtype}, {num} concurrent OpenAI streams",
+            f"{ours['tokens_per_s']:.1f} tok/s",
         ),
         (f"TTFT over the API, {PREFIX_LEN}+{SUFFIX_LEN} tokens, cold", f"{ttft['cold_ms']:.0f} ms"),
         (
