@@ -29,6 +29,7 @@ class ServerProcess:
         *args: str,
         log_dir: Path,
         env: dict[str, str] | None = None,
+        new_session: bool = False,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -49,6 +50,8 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            # Its own process group, as a terminal gives a foreground command: for Ctrl-C tests.
+            start_new_session=new_session,
         )
 
     def wait_ready(self, timeout: float = 60.0, need_ready: bool = True) -> None:

@@ -713,3 +713,22 @@ def test_cost_per_request_and_in_metrics(priced_server: ServerProcess) -> None:
     assert samples[("inferd_cost_total", model)] > 0
     assert samples[("inferd_cost_per_million_inferences", model)] > 0
     assert samples[("inferd_price_per_hour", model)] == 3.6
+
+
+def test_ctrl_c_in_a_terminal_stops_the_server_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C reaches every process of the foreground group, replicas included: the server
+    shuts down in order, and no replica prints a traceback or is restarted on the way out."""
+    root = tmp_path / "models"
+    root.mkdir()
+    _model(root, "who", WHO_PY, _toml("Who", 4, pid=True, extra="instances = 2\n"))
+    server = ServerProcess([root], log_dir=tmp_path, new_session=True)
+    with server:
+        response = httpx.post(f"{server.url}/v2/models/who/infer", json=request([[1, 2, 3, 4]]))
+        assert response.status_code == 200, response.text
+        os.killpg(server.proc.pid, signal.SIGINT)
+        assert server.proc.wait(timeout=30) == 0
+        log = server.log()
+    assert "Traceback" not in log, log
+    assert "KeyboardInterrupt" not in log, log
+    assert "died" not in log and "restarting" not in log, log
+    assert "Application shutdown complete" in log, log

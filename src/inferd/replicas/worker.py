@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -34,6 +35,10 @@ _NICENESS = 5
 
 def replica_main(sock: socket.socket, config: ModelConfig, threads: int) -> None:
     """Entry point of a replica process (spawned, so it starts from a clean interpreter)."""
+    # Ctrl-C in a terminal reaches the whole process group: the front end owns the shutdown
+    # and stops its replicas in order (or they see the socket close if it dies). A replica
+    # dying of the same Ctrl-C would print a traceback and be "restarted" during shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
