@@ -23,7 +23,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / ".bench"
-SERVER_CORE = "1"
+SERVER_CORE = os.environ.get("BENCH_SERVER_CPUS", "1")
+"""Where servers run: core 1 by default; ``BENCH_SERVER_CPUS=0,1`` gives them the whole machine
+(the load generator stays on core 0), as a user's server would have it."""
 CLIENT_CORE = "0"
 
 
