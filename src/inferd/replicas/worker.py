@@ -35,10 +35,12 @@ _NICENESS = 5
 
 def replica_main(sock: socket.socket, config: ModelConfig, threads: int) -> None:
     """Entry point of a replica process (spawned, so it starts from a clean interpreter)."""
-    # Ctrl-C in a terminal reaches the whole process group: the front end owns the shutdown
-    # and stops its replicas in order (or they see the socket close if it dies). A replica
-    # dying of the same Ctrl-C would print a traceback and be "restarted" during shutdown.
+    # Ctrl-C in a terminal, and systemd's stop, signal the whole process group: the front end
+    # owns the shutdown and stops its replicas in order (they also leave when its socket
+    # closes). A replica dying of the same signal would print a traceback and be reported
+    # dead, even restarted, during the shutdown. SIGKILL still stops one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
