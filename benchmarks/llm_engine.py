@@ -92,7 +92,12 @@ def hf_sequential(
 
 
 def make_engine(
-    path: Path, device: str, num_blocks: int, prefix_caching: bool, dtype: str = "float32"
+    path: Path,
+    device: str,
+    num_blocks: int,
+    prefix_caching: bool,
+    dtype: str = "float32",
+    pack_weights: bool = True,
 ) -> LLMEngine:
     config = EngineConfig(
         model_path=str(path),
@@ -103,6 +108,7 @@ def make_engine(
         max_num_seqs=256,
         max_num_batched_tokens=2048,
         enable_prefix_caching=prefix_caching,
+        pack_weights=pack_weights,
     )
     return LLMEngine.from_config(config)
 
@@ -201,6 +207,9 @@ def main() -> None:
     parser.add_argument(
         "--no-decode-rows", action="store_true", help="gather KV blocks every step (the old path)"
     )
+    parser.add_argument(
+        "--no-pack", action="store_true", help="linear weights as loaded, not packed for oneDNN"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
@@ -208,7 +217,7 @@ def main() -> None:
         model = save_model(path).to(args.device, getattr(torch, args.dtype))
         # Room for every request's 256 tokens plus the TTFT prompts: no preemption.
         num_blocks = args.requests * (PROMPT_LEN + NEW_TOKENS) // BLOCK_SIZE + 2 * 66
-        engine = make_engine(path, args.device, num_blocks, True, args.dtype)
+        engine = make_engine(path, args.device, num_blocks, True, args.dtype, not args.no_pack)
         if args.no_decode_rows and engine.runner.decode_cache is not None:
             engine.runner.decode_cache.max_bytes = 0  # every step falls back to gathering
         warm_up(engine, model)

@@ -54,6 +54,9 @@ class EngineConfig:
     kv_cache_dtype: str = "auto"
     """auto: the model's dtype; int8: K and V in int8 with a scale per token and head (about
     3.8x the tokens in the same ``kv_cache_bytes`` for 128-wide heads, decodes gather)."""
+    pack_weights: bool = True
+    """On CPU, reorder fp32/bf16 linear weights once into oneDNN's layout (``llm/packed.py``);
+    off: ``F.linear`` on the weights as loaded (the layout transformers computes with)."""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first bad field and its value."""
@@ -160,6 +163,8 @@ class LLMEngine:
             config.quantization,
             config.kv_cache_dtype,
         )
+        if config.pack_weights:
+            runner.pack_weights()  # int8 layers are not nn.Linear: they stay as they are
         scheduler = Scheduler(
             SchedulerConfig(
                 max_num_seqs=config.max_num_seqs,

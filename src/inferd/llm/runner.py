@@ -7,6 +7,7 @@ and returns the logits of the rows that sample. Sampling is the engine's busines
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,8 +19,11 @@ from inferd.llm.attention import allocate_kv_cache, allocate_kv_scales, build_at
 from inferd.llm.checkpoint import ModelArchConfig
 from inferd.llm.decode_cache import DecodeCache
 from inferd.llm.models import resolve_dtype
+from inferd.llm.packed import pack_linears, packing_available
 from inferd.llm.quant import load_checkpoint
 from inferd.llm.scheduler import SchedulerOutput
+
+logger = logging.getLogger("inferd.llm")
 
 
 class RunnerStep(NamedTuple):
@@ -111,6 +115,16 @@ class ModelRunner:
         dtype = "int8" if kv_cache_dtype == "int8" else next(model.parameters()).dtype
         num_blocks = num_blocks_for_budget(arch, block_size, dtype, kv_cache_bytes)
         return cls(model, arch, num_blocks, block_size, kv_cache_dtype)
+
+    def pack_weights(self) -> int:
+        """Pack the model's fp32/bf16 linear layers for oneDNN (CPU only; ``llm/packed.py``);
+        returns how many were packed (0 where packing does not apply)."""
+        dtype = next(self.model.parameters()).dtype
+        if not packing_available(self.device, dtype):
+            return 0
+        packed = pack_linears(self.model)
+        logger.info("%d linear layers packed for oneDNN", packed)
+        return packed
 
     @property
     def kv_cache_bytes(self) -> int:
