@@ -1,14 +1,17 @@
 """Issue 4's figures over HTTP: ``inferd serve`` behind the OpenAI API against transformers.
 
-    .venv/bin/python -m benchmarks.llm_serving [--requests 32] [--rounds 2] [--threads 2]
+    .venv/bin/python -m benchmarks.llm_serving [--requests 32] [--rounds 3] [--threads 2]
+                                               [--dtype float32|bfloat16]
 
 The model is ``benchmarks.llm_engine``'s (Llama, hidden 512, 8 layers, 8 heads, intermediate
-1536, vocab 32000, fp32, random weights), with a 32,000-token word-level tokenizer so that the
-server detokenizes every output token as it would for a real checkpoint. Every figure comes
-from one run, the server and transformers taking turns on the same cores:
+1536, vocab 32000, random weights saved in fp32), with a 32,000-token word-level tokenizer so
+that the server detokenizes every output token as it would for a real checkpoint. The server
+and transformers take turns on the same cores; each round measures, back to back,
 (a) transformers ``generate`` one request at a time, (b) transformers on a static batch of all
 requests (left padded), (c) the same requests sent at once to ``inferd serve`` through the
-official ``openai`` client (token-id prompts of 128 tokens, 128 output tokens each, streamed),
+official ``openai`` client (token-id prompts of 128 tokens, 128 output tokens each, streamed);
+ratios are taken within each round, and their median reported. transformers runs in fp32
+(what it loads this checkpoint as) and, with ``--dtype bfloat16``, in bf16 too. Then
 (d) time to first token over the API for a 1,040-token prompt whose first 1,024 tokens were
 served before, against a cold one.
 """
@@ -136,41 +139,40 @@ async def served_prefix_ttft(url: str, repeats: int = 3) -> dict[str, float]:
 
 
 def compare(models: dict[str, Any], url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """(a), then (b) and (c) interleaved, best round of each: the machine is shared and noisy.
-
-    ``models`` holds transformers' model in each reference precision; the served model computes
-    in ``args.dtype``, which is always one of them.
+    """Rounds of (a), (b) and (c) back to back, each round's ratios taken within the round:
+    the machine's speed drifts by 1.5x over minutes, so figures from different moments do
+    not compare. ``models`` holds transformers' model in each reference precision; the served
+    model computes in ``args.dtype``, which is one of them.
     """
     asyncio.run(served_throughput(url, random_prompts(4, 16, 9)))  # warm-up
-    hf_rounds: dict[str, list[dict[str, float]]] = {dtype: [] for dtype in models}
-    served_rounds = []
-    for round_index in range(args.rounds):
-        prompts = random_prompts(args.requests, PROMPT_LEN, seed=1 + round_index)
+    rounds: list[dict[str, float]] = []
+    for index in range(args.rounds):
+        # Fresh prompts each round, or the server's prefix cache would skip their prefill.
+        prompts = random_prompts(args.requests, PROMPT_LEN, seed=1 + index)
+        sequential = random_prompts(args.sequential, PROMPT_LEN, seed=100 + index)
+        figures: dict[str, float] = {}
         for dtype, model in models.items():
-            hf_rounds[dtype].append(hf_generate(model, prompts))
-        served_rounds.append(asyncio.run(served_throughput(url, prompts)))
-    sequential = random_prompts(args.sequential, PROMPT_LEN, 0)
-    return {
-        "hf_sequential": {d: hf_sequential(m, sequential) for d, m in models.items()},
-        "hf_static_batch": {
-            d: max(rounds, key=lambda r: r["tokens_per_s"]) for d, rounds in hf_rounds.items()
-        },
-        "inferd_openai": max(served_rounds, key=lambda r: r["tokens_per_s"]),
-        "rounds_tokens_per_s": {
-            **{
-                f"hf_static_batch_{d}": [r["tokens_per_s"] for r in rs]
-                for d, rs in hf_rounds.items()
-            },
-            "inferd_openai": [r["tokens_per_s"] for r in served_rounds],
-        },
+            figures[f"hf_sequential_{dtype}"] = hf_sequential(model, sequential)["tokens_per_s"]
+            figures[f"hf_static_batch_{dtype}"] = hf_generate(model, prompts)["tokens_per_s"]
+        figures["inferd_openai"] = asyncio.run(served_throughput(url, prompts))["tokens_per_s"]
+        print("round", index + 1, {k: round(v, 1) for k, v in figures.items()}, flush=True)
+        rounds.append(figures)
+    ratios = {
+        key: statistics.median(r["inferd_openai"] / r[key] for r in rounds)
+        for key in rounds[0]
+        if key != "inferd_openai"
     }
+    medians = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    return {"rounds": rounds, "median_tokens_per_s": medians, "median_ratio": ratios}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=32)
-    parser.add_argument("--sequential", type=int, default=2, help="requests timed one by one")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--sequential", type=int, default=2, help="requests timed one by one, each round"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--dtype",
@@ -214,49 +216,28 @@ def kv_metrics(url: str) -> dict[str, float]:
 
 
 def render(results: dict[str, Any]) -> str:
-    seqs, batches = results["hf_sequential"], results["hf_static_batch"]
-    ours = results["inferd_openai"]
+    medians, ratios = results["median_tokens_per_s"], results["median_ratio"]
     ttft, num = results["prefix_ttft"], int(results["setup"]["requests"])
-    dtype = results["setup"]["dtype"]
+    dtype, rounds = results["setup"]["dtype"], results["rounds"]
     rows = []
-    for ref in seqs:
-        seq, batch = seqs[ref]["tokens_per_s"], batches[ref]["tokens_per_s"]
-        rows += [
-            (f"transformers generate {ref}, one request at a time", f"{seq:.1f} tok/s"),
-            (f"transformers generate {ref}, static batch of {num}", f"{batch:.1f} tok/s"),
-            (
-                f"inferd serve {dtype} against transformers {ref}",
-                f"{ours['tokens_per_s'] / seq:.1f}x one-at-a-time, "
-                f"{ours['tokens_per_s'] / batch:.2f}x static batch",
-            ),
-        ]
-    rounds = results["rounds_tokens_per_s"]
-    medians = {k: statistics.median(v) for k, v in rounds.items()}
-    served = medians["inferd_openai"]
+    for key, value in medians.items():
+        per_round = ", ".join(f"{r[key]:.0f}" for r in rounds)
+        label = key.replace("_", " ").replace("hf", "transformers", 1)
+        rows.append((f"{label}, tok/s (median; rounds)", f"{value:.1f} ({per_round})"))
+    for key, ratio in ratios.items():
+        label = key.replace("_", " ").replace("hf", "transformers", 1)
+        rows.append(
+            (f"inferd serve {dtype} / {label}, median of the rounds' ratios", f"{ratio:.2f}x")
+        )
     rows += [
-        (
-            f"inferd serve {dtype}, {num} concurrent OpenAI streams",
-            f"{ours['tokens_per_s']:.1f} tok/s (best round; median {served:.1f})",
-        ),
-        *(
-            (
-                f"median of rounds: inferd serve {dtype} / transformers {key[16:]} static batch",
-                f"{served / value:.2f}x (rounds: "
-                + ", ".join(f"{t:.0f}" for t in rounds[key])
-                + " vs "
-                + ", ".join(f"{t:.0f}" for t in rounds["inferd_openai"])
-                + ")",
-            )
-            for key, value in medians.items()
-            if key.startswith("hf_static_batch_")
-        ),
         (f"TTFT over the API, {PREFIX_LEN}+{SUFFIX_LEN} tokens, cold", f"{ttft['cold_ms']:.0f} ms"),
         (
             f"TTFT over the API, {PREFIX_LEN}+{SUFFIX_LEN} tokens, prefix cached",
             f"{ttft['cached_ms']:.0f} ms ({ttft['cold_ms'] / ttft['cached_ms']:.1f}x shorter)",
         ),
     ]
-    return "\n".join(["| measure | value |", "| --- | --- |", *(f"| {a} | {b} |" for a, b in rows)])
+    table = [f"| {a} | {b} |" for a, b in rows]
+    return "\n".join([f"{num} requests", "| measure | value |", "| --- | --- |", *table])
 
 
 if __name__ == "__main__":
