@@ -4,20 +4,30 @@
 
 Every figure compares against fp32 measured in the same run, in interleaved rounds:
 
-1. kernels: one linear layer at decode shapes (rows 1..32, K x N from 512 to 1536 and 4608):
-   fp32 ``F.linear``, torch's packed int8 kernel (bf16 activations), the weight widened to bf16
-   for one GEMM, and w8a8 (int8 rows per-row scaled, int32 accumulation); medians, ratios.
+1. kernels: one linear layer of the demo LLM's and the issue's shapes at 1 to 64 rows: fp32
+   ``F.linear`` against torch's packed int8 kernel (bf16 activations), the weight dequantized
+   to fp32 for one fp32 GEMM, or widened to bf16 for one bf16 GEMM, w8a8 (int8 rows per-row
+   scaled, int32 accumulation) and the layer itself (``int8``: the kernel it picks for that
+   many rows, and its Python around it); each call timed alone after an
+   eviction of the caches, as in a decode step, where attention runs between two layers
+   (back-to-back calls, with weights and library code in cache, give other ratios); medians of
+   interleaved rounds, ratios to fp32.
 2. accuracy on a trained model (the demo LLM, trained on Python's docs; ``--model`` for
    another): mean next-token KL and greedy agreement against fp32 over the 16 fixed prompts
    continued 128 tokens, decoded one at a time (the packed kernel) and all together (the others).
 3. weights bytes and decode throughput through the real ``LLMEngine`` at batch 1 and 32, on the
    trained model and on the issue's shape (Llama, hidden 512, 8 layers, vocab 32,000, random):
-   tokens/s, and p50/p99 decode step latency.
+   tokens/s, and p50/p99 decode step latency; the engines take turns in a shuffled order each
+   round, and the ratio to fp32 is the median of the rounds' ratios (``--rounds``: this
+   shared machine moves by 1.5x within minutes). ``--skip speed`` leaves the trained model's
+   speed out, ``--skip issue`` the issue's shape, ``--variants fp32,int8,w8a8`` the int8 KV
+   cache. The fp32 engine is ``EngineConfig``'s default for fp32.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
@@ -31,6 +41,7 @@ import transformers
 
 from benchmarks.harness import RESULTS, save
 from inferd.llm.engine import EngineConfig, LLMEngine
+from inferd.llm.models import load_model
 from inferd.llm.quant import (
     EVAL_PROMPTS,
     Int8Linear,
@@ -49,8 +60,11 @@ VARIANTS = {  # name: (EngineConfig.quantization, EngineConfig.kv_cache_dtype)
     "fp32+kv8": ("none", "int8"),
     "w8a8+kv8": ("w8a8", "int8"),
 }
-KERNEL_SHAPES = ((512, 1536), (1536, 512), (512, 4608))
-KERNEL_ROWS = (1, 2, 4, 8, 16, 32)
+KERNEL_SHAPES = (  # (in, out): the demo LLM's o, qkv, down and head; the issue's o, qkv, down
+    (256, 256), (256, 512), (768, 256), (256, 4096), (512, 512), (512, 1536), (1536, 512),
+)  # fmt: skip
+KERNEL_ROWS = (1, 8, 16, 32, 64)
+EVICTION_BYTES = 8 << 20  # more than L2: a decode step's attention reads about as much
 PROMPT_LEN = 32
 NEW_TOKENS = 64
 ISSUE_SHAPE: dict[str, Any] = {
@@ -64,21 +78,26 @@ ISSUE_SHAPE: dict[str, Any] = {
 }
 
 
-def median_us(fn: Callable[[], object], repeats: int) -> float:
-    started = time.perf_counter()
+def cold_us(fn: Callable[[], object], repeats: int, evict: Callable[[], object]) -> float:
+    """Median µs of ``fn``, each call timed alone right after ``evict``."""
+    times = []
     for _ in range(repeats):
+        evict()
+        started = time.perf_counter()
         fn()
-    return (time.perf_counter() - started) / repeats * 1e6
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e6
 
 
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 9) -> dict[str, float]:
-    """Median µs per call of each function, timed in turn, round after round."""
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 7) -> dict[str, float]:
+    """Median µs per call of each function, timed in turn, round after round, caches evicted."""
+    scratch = torch.zeros(EVICTION_BYTES // 4)
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            times[name].append(median_us(fn, 20))
+            times[name].append(cold_us(fn, 10, lambda: scratch.add_(1)))
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -102,8 +121,10 @@ def _time_kernels(linear: torch.nn.Linear, layer: Int8Linear, x: torch.Tensor) -
             {
                 "fp32": lambda: F.linear(x, linear.weight),
                 "packed": lambda: layer.matmul_packed(x).float(),
+                "dequantized": lambda: layer.matmul_dequantized(x),
                 "widened": lambda: layer.matmul_widened(x),
                 "w8a8": lambda: layer.matmul_w8a8(x),
+                "int8": lambda: layer(x),
             }
         )
 
@@ -156,8 +177,6 @@ def accuracy(path: Path, batch_sizes: list[int]) -> dict[str, Any]:
 
 
 def _load(path: Path, mode: str) -> tuple[torch.nn.Module, Any]:
-    from inferd.llm.models import load_model
-
     model, arch = load_model(path, "bfloat16" if mode == "bf16" else "float32")
     if mode in MODES[1:]:
         quantize_model(model, mode)
@@ -166,24 +185,25 @@ def _load(path: Path, mode: str) -> tuple[torch.nn.Module, Any]:
 
 def engine_speed(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Section 3: weight bytes, decode tokens/s and step latency per mode and batch size."""
-    engines = {name: _engine(path, *variant) for name, variant in VARIANTS.items()}
-    fp32_model = engines["fp32"].runner.model
+    names = ["fp32", *(name for name in args.variants.split(",") if name != "fp32")]
+    engines = {name: _engine(path, *VARIANTS[name]) for name in names}
+    fp32_model, _ = load_model(path, "float32")  # as loaded: the engine may repack its weights
+    models = {m: fp32_model if m.startswith("fp32") else e.runner.model for m, e in engines.items()}
     results: dict[str, Any] = {
-        "weights_bytes": {mode: weight_bytes(e.runner.model) for mode, e in engines.items()},
-        "linear_bytes": {
-            mode: weight_bytes(e.runner.model, linear_only=True) for mode, e in engines.items()
-        },
+        "weights_bytes": {mode: weight_bytes(model) for mode, model in models.items()},
+        "linear_bytes": {m: weight_bytes(model, linear_only=True) for m, model in models.items()},
         "fp32_weights_bytes": weight_bytes(fp32_model),
         "kv_blocks_in_256MB": {mode: e.runner.num_blocks for mode, e in engines.items()},
     }
     vocab = engines["fp32"].arch.vocab_size
     for batch_size in (1, 32):
-        steps: dict[str, list[float]] = {mode: [] for mode in VARIANTS}
-        rates: dict[str, list[float]] = {mode: [] for mode in VARIANTS}
+        steps: dict[str, list[float]] = {mode: [] for mode in engines}
+        rates: dict[str, list[float]] = {mode: [] for mode in engines}
         for round_index in range(args.rounds + 1):  # round 0 warms up
             prompts = _prompts(batch_size, vocab, seed=round_index)
-            for mode, engine in engines.items():
-                step_times = _decode(engine, prompts)
+            order = random.Random(round_index).sample(names, len(names))
+            for mode in order:
+                step_times = _decode(engines[mode], prompts)
                 if round_index:
                     steps[mode] += step_times
                     rates[mode].append(batch_size * len(step_times) / sum(step_times))
@@ -197,7 +217,7 @@ def engine_speed(path: Path, args: argparse.Namespace) -> dict[str, Any]:
                 "step_p50_ms": _percentile(steps[mode], 50) * 1e3,
                 "step_p99_ms": _percentile(steps[mode], 99) * 1e3,
             }
-            for mode in VARIANTS
+            for mode in engines
         }
         print(f"  speed batch {batch_size}: {results[f'batch{batch_size}']}")
     return results
@@ -255,7 +275,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds")
     parser.add_argument("--accuracy-batches", default="1,16", help="decode batch sizes")
-    parser.add_argument("--skip", default="", help="sections to skip: kernels,accuracy,speed")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="engines in section 3")
+    parser.add_argument("--skip", default="", help="skip: kernels,accuracy,speed,issue")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(",")))
@@ -271,6 +292,7 @@ def main() -> None:
     if "speed" not in skip:
         print(f"3. engine speed on {path}")
         results["speed_trained"] = engine_speed(path, args)
+    if "issue" not in skip:
         with tempfile.TemporaryDirectory() as folder:
             print("3. engine speed on the issue's shape (random weights)")
             results["speed_issue_shape"] = engine_speed(issue_shape_model(Path(folder)), args)

@@ -104,9 +104,35 @@ def test_the_kernels_compute_the_same_product() -> None:
     x = torch.randn(16, 64)
     with torch.inference_mode():
         exact = x @ quant.dequantize_per_channel(layer.weight, layer.scale).t()
-        for kernel in (layer.matmul_packed, layer.matmul_widened, layer.matmul_w8a8):
+        kernels = [layer.matmul_packed, layer.matmul_dequantized, layer.matmul_widened]
+        for kernel in [*kernels, layer.matmul_w8a8]:
             out = kernel(x).float()
             assert (out - exact).norm() / exact.norm() < 0.01, kernel
+        # fp32 rows times the int8 weight dequantized to fp32: exact but for fp32 rounding
+        assert torch.allclose(layer.matmul_dequantized(x), exact, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "num_rows", "dtype", "kernel"),
+    [
+        ((64, 32), 9, torch.float32, "matmul_dequantized"),
+        ((64, 32), quant.DECODE_MAX_ROWS, torch.float32, "matmul_dequantized"),
+        ((64, 32), quant.DECODE_MAX_ROWS + 1, torch.float32, "matmul_widened"),
+        ((64, 32), 9, torch.bfloat16, "matmul_widened"),  # fp32 only for fp32 activations
+        ((512, 512), 9, torch.float32, "matmul_widened"),  # above DEQUANTIZED_MAX_WEIGHTS
+    ],
+)
+def test_batched_decode_steps_of_small_layers_multiply_in_fp32(
+    shape: tuple[int, int], num_rows: int, dtype: torch.dtype, kernel: str
+) -> None:
+    layer = quant.Int8Linear.from_linear(torch.nn.Linear(*shape))
+    calls = []
+    for name in ("matmul_packed", "matmul_dequantized", "matmul_widened", "matmul_w8a8"):
+        method = getattr(layer, name)
+        setattr(layer, name, lambda rows, m=method, n=name: calls.append(n) or m(rows))
+    with torch.inference_mode():
+        out = layer(torch.randn(num_rows, shape[0], dtype=dtype))
+    assert calls == [kernel] and out.dtype == dtype
 
 
 def test_a_misaligned_weight_takes_a_safe_kernel() -> None:
@@ -158,11 +184,12 @@ def test_engine_serves_int8_weights_that_agree_with_fp32(
     linears = [m for m in model.modules() if isinstance(m, quant.Int8Linear)]
     assert linears and not any(isinstance(m, torch.nn.Linear) for m in model.modules())
     assert all(m.weight.dtype == torch.int8 for m in linears)
+    loaded, _ = load_model(checkpoint, "float32")  # as loaded: the engine may repack its own
     assert quant.weight_bytes(model, linear_only=True) <= 0.3 * quant.weight_bytes(
-        fp32_model, linear_only=True
+        loaded, linear_only=True
     )
     # GPT-2's position embedding and biases stay fp32: 36% of this tiny model, 25% of Llama.
-    assert quant.weight_bytes(model) <= 0.4 * quant.weight_bytes(fp32_model)
+    assert quant.weight_bytes(model) <= 0.4 * quant.weight_bytes(loaded)
     outputs = quantized.generate(prompts(), greedy())
     flat = [
         (a, b)

@@ -19,6 +19,8 @@ from inferd.llm.quant.accuracy import (
 )
 from inferd.llm.quant.checkpoint import load_checkpoint, save_cast, save_quantized
 from inferd.llm.quant.layers import (
+    DECODE_MAX_ROWS,
+    DEQUANTIZED_MAX_WEIGHTS,
     PACKED_KERNEL_MAX_ROWS,
     QUANTIZATIONS,
     W8A8_MIN_ROWS,
@@ -40,6 +42,8 @@ from inferd.llm.quant.report import (
 )
 
 __all__ = [
+    "DECODE_MAX_ROWS",
+    "DEQUANTIZED_MAX_WEIGHTS",
     "EVAL_PROMPTS",
     "PACKED_KERNEL_MAX_ROWS",
     "PRECISIONS",
