@@ -52,6 +52,7 @@ A model folder holds its files and an optional ``model.toml``::
     max_waiting = 256               # sequences waiting past max_num_seqs; then 503 + Retry-After
     quantization = "none"           # none | int8 (weights) | w8a8 (weights and activations)
     kv_cache_dtype = "auto"         # auto | int8 (about 3.8x the KV blocks in the same memory)
+    pack_weights = true             # CPU: linear weights packed for oneDNN once, at load
 
     [parameters]                    # free-form, handed to a python backend's constructor
 
@@ -157,6 +158,8 @@ class LLMSettings:
     """none; int8 (weights, per-channel scales); w8a8 (int8 weights and activations)."""
     kv_cache_dtype: str = "auto"
     """auto (the model's dtype) or int8 (a scale per token and head: ~3.8x the blocks)."""
+    pack_weights: bool = True
+    """CPU: reorder fp32/bf16 linear weights once for oneDNN (fp32 keeps a plain copy too)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +424,7 @@ def _read_llm(table: _Table) -> LLMSettings:
         max_waiting=_count(sub, "max_waiting", 256, 0, "sequences waiting past max_num_seqs"),
         quantization=_choice(sub, "quantization", "none", LLM_QUANTIZATIONS),
         kv_cache_dtype=_choice(sub, "kv_cache_dtype", "auto", KV_CACHE_DTYPES),
+        pack_weights=sub.get("pack_weights", bool, True, "true or false"),
     )
     sub.reject_unknown()
     return settings

@@ -55,8 +55,9 @@ class EngineConfig:
     """auto: the model's dtype; int8: K and V in int8 with a scale per token and head (about
     3.8x the tokens in the same ``kv_cache_bytes`` for 128-wide heads, decodes gather)."""
     pack_weights: bool = True
-    """On CPU, reorder fp32/bf16 linear weights once into oneDNN's layout (``llm/packed.py``);
-    off: ``F.linear`` on the weights as loaded (the layout transformers computes with)."""
+    """On CPU, reorder fp32/bf16 linear weights once into oneDNN's layout (``llm/packed.py``;
+    fp32 keeps its plain weights too, for steps of few rows); off: ``F.linear`` on the weights
+    as loaded, one copy."""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first bad field and its value."""

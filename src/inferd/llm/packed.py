@@ -4,7 +4,12 @@
 reorders it into its blocked layout on every call: for the small row counts of a decode step
 that reorder costs as much as the multiply. Reordering once at load, as PyTorch's own compiler
 does when it freezes a model, made a decode step's GEMMs 1.4-2x faster here (bf16 and fp32, 8
-to 64 rows; see BENCHMARKS.md). The packed tensor replaces the weight, so memory stays the same.
+to 64 rows; see BENCHMARKS.md).
+
+bf16: the packed weight replaces the plain one (faster at every row count). fp32: below
+``FP32_PACKED_MIN_ROWS`` rows MKL on the plain weight is faster (a single sequence decoding on
+a small model lost 27% packed), so fp32 layers keep both, twice the linear weights' memory;
+``pack_weights = false`` in ``[llm]`` keeps one copy.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ logger = logging.getLogger("inferd.llm")
 PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
 _BATCH_HINT = 32
 """Rows the layout is tuned for; any row count computes correctly."""
+FP32_PACKED_MIN_ROWS = 4
+"""Fewest rows an fp32 layer multiplies packed; fewer go to MKL on the plain weight."""
 
 
 def packing_available(device: torch.device | str, dtype: torch.dtype) -> bool:
@@ -45,6 +52,7 @@ class PackedLinear(nn.Module):
         self.dtype = weight.dtype
         # Not a parameter or buffer: an opaque oneDNN tensor that state_dict cannot hold.
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _BATCH_HINT)
+        self.plain = weight.detach() if weight.dtype == torch.float32 else None
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
 
     @classmethod
@@ -53,6 +61,8 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
+        if self.plain is not None and rows.shape[0] < FP32_PACKED_MIN_ROWS:
+            return F.linear(x, self.plain, self.bias)
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
             rows, self.packed, self.bias, "none", [], ""
         )

@@ -129,6 +129,7 @@ class ServedLLM:
             enable_prefix_caching=settings.enable_prefix_caching,
             quantization=quantization,
             kv_cache_dtype=settings.kv_cache_dtype,
+            pack_weights=settings.pack_weights,
         )
         self._engine_config = engine_config
         return AsyncLLMEngine.from_config(engine_config), tokenizer

@@ -105,3 +105,19 @@ def test_int8_weights_are_not_packed(tmp_path: Path) -> None:
     modules = list(engine.runner.model.modules())
     assert any(isinstance(m, Int8Linear) for m in modules)
     assert not any(isinstance(m, PackedLinear) for m in modules)
+
+
+def test_pack_weights_is_read_from_the_llm_table(tmp_path: Path) -> None:
+    from inferd.config import model_config_from_dict
+    from inferd.errors import ConfigError
+
+    read = model_config_from_dict(
+        {"backend": "llm", "llm": {"pack_weights": False}}, tmp_path, "m", "model.toml"
+    )
+    assert read["llm"].pack_weights is False
+    default = model_config_from_dict({"backend": "llm"}, tmp_path, "m", "model.toml")
+    assert default["llm"].pack_weights is True
+    with pytest.raises(ConfigError, match="pack_weights"):
+        model_config_from_dict(
+            {"backend": "llm", "llm": {"pack_weights": "no"}}, tmp_path, "m", "model.toml"
+        )
