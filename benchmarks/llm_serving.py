@@ -111,6 +111,29 @@ async def one_request(
     return first, tokens
 
 
+async def whole_request(
+    client: openai.AsyncOpenAI, prompt: list[int], max_tokens: int
+) -> tuple[float, int]:
+    """One completion, not streamed; (seconds to the answer, output tokens)."""
+    started = time.perf_counter()
+    answer = await client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=max_tokens, temperature=0, extra_body=NO_EOS
+    )
+    assert answer.usage is not None
+    return time.perf_counter() - started, answer.usage.completion_tokens
+
+
+async def served_whole(url: str, prompts: list[list[int]]) -> float:
+    """Output tokens/s of the requests sent at once, not streamed."""
+    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0) as client:
+        started = time.perf_counter()
+        results = await asyncio.gather(*(whole_request(client, p, NEW_TOKENS) for p in prompts))
+        seconds = time.perf_counter() - started
+    tokens = sum(t for _, t in results)
+    assert tokens == NEW_TOKENS * len(prompts), tokens
+    return tokens / seconds
+
+
 async def served_throughput(url: str, prompts: list[list[int]]) -> dict[str, float]:
     async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0) as client:
         started = time.perf_counter()
@@ -155,12 +178,17 @@ def compare(models: dict[str, Any], url: str, args: argparse.Namespace) -> dict[
             figures[f"hf_sequential_{dtype}"] = hf_sequential(model, sequential)["tokens_per_s"]
             figures[f"hf_static_batch_{dtype}"] = hf_generate(model, prompts)["tokens_per_s"]
         figures["inferd_openai"] = asyncio.run(served_throughput(url, prompts))["tokens_per_s"]
+        if args.whole:
+            again = random_prompts(args.requests, PROMPT_LEN, seed=200 + index)
+            figures["inferd_openai_not_streamed"] = asyncio.run(served_whole(url, again))
         print("round", index + 1, {k: round(v, 1) for k, v in figures.items()}, flush=True)
         rounds.append(figures)
     ratios = {
-        key: statistics.median(r["inferd_openai"] / r[key] for r in rounds)
+        f"{ours} / {key}": statistics.median(r[ours] / r[key] for r in rounds)
+        for ours in rounds[0]
+        if ours.startswith("inferd")
         for key in rounds[0]
-        if key != "inferd_openai"
+        if not key.startswith("inferd")
     }
     medians = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     return {"rounds": rounds, "median_tokens_per_s": medians, "median_ratio": ratios}
@@ -173,6 +201,9 @@ def main() -> None:
         "--sequential", type=int, default=2, help="requests timed one by one, each round"
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--whole", action="store_true", help="also send the requests not streamed, each round"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--dtype",
@@ -226,9 +257,7 @@ def render(results: dict[str, Any]) -> str:
         rows.append((f"{label}, tok/s (median; rounds)", f"{value:.1f} ({per_round})"))
     for key, ratio in ratios.items():
         label = key.replace("_", " ").replace("hf", "transformers", 1)
-        rows.append(
-            (f"inferd serve {dtype} / {label}, median of the rounds' ratios", f"{ratio:.2f}x")
-        )
+        rows.append((f"{label} (served in {dtype}), median of the rounds' ratios", f"{ratio:.2f}x"))
     rows += [
         (f"TTFT over the API, {PREFIX_LEN}+{SUFFIX_LEN} tokens, cold", f"{ttft['cold_ms']:.0f} ms"),
         (
