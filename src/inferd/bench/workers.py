@@ -9,13 +9,15 @@ clock for all processes on Linux), so their measured windows line up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from multiprocessing.connection import Connection as Pipe
 from typing import Any, Final, TypeVar
 
@@ -102,8 +104,33 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         factory = None
     else:
         factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with _ctrl_c_raises(), asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main())
+
+
+@contextlib.contextmanager
+def _ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises ``KeyboardInterrupt`` at once while the load runs.
+
+    ``asyncio.Runner`` would turn it into a cancellation of the main task, and Python 3.11's
+    ``wait_for`` can lose a cancellation that races its inner future: the load then finished
+    as if never interrupted, and ``inferd tune`` went on with its next trial (seen once in CI).
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield  # someone else owns Ctrl-C here
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _spawned(spec: BenchSpec, shares: list[WorkerPlan], payload: Payload) -> list[Samples]:
