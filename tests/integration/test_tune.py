@@ -32,6 +32,10 @@ def tune_command(model: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def processes_mentioning(text: str) -> list[int]:
     """Pids whose command line contains ``text`` (the trial servers name their folder)."""
     found = []
@@ -60,7 +64,13 @@ def test_tune_is_interrupted_resumed_and_recommends_a_point_within_target(
     out = tmp_path / "tune-echo"
     trials = out / "trials.jsonl"
     log = (tmp_path / "first.log").open("wb")
-    first = subprocess.Popen(tune_command(demo_repo / "echo", out), stdout=log, stderr=log)
+    first = subprocess.Popen(
+        tune_command(demo_repo / "echo", out),
+        stdout=log,
+        stderr=log,
+        # As from a terminal: a CI job run in the background inherits SIGINT ignored.
+        preexec_fn=_sigint_default,
+    )
     try:
         wait_for(lambda: trials.exists() and trials.read_text().count("\n") >= 1, 60, "trial 1")
         first.send_signal(signal.SIGINT)

@@ -21,7 +21,11 @@ def test_ctrl_c_raises_even_when_the_load_swallows_a_cancellation() -> None:
                 await asyncio.sleep(0.01)
         return "finished as if never interrupted"
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with pytest.raises(KeyboardInterrupt):
-        run_loop(stubborn)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # As in a terminal: a CI job run in the background may inherit SIGINT ignored.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_loop(stubborn)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
