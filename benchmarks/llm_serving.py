@@ -123,21 +123,15 @@ async def whole_request(
     return time.perf_counter() - started, answer.usage.completion_tokens
 
 
-async def served_whole(url: str, prompts: list[list[int]]) -> float:
-    """Output tokens/s of the requests sent at once, not streamed."""
+async def served_throughput(
+    url: str, prompts: list[list[int]], stream: bool = True
+) -> dict[str, float]:
+    """The requests sent at once, streamed or not: output tokens/s, and the median time to the
+    first token (streamed) or to the whole answer."""
+    send = one_request if stream else whole_request
     async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0) as client:
         started = time.perf_counter()
-        results = await asyncio.gather(*(whole_request(client, p, NEW_TOKENS) for p in prompts))
-        seconds = time.perf_counter() - started
-    tokens = sum(t for _, t in results)
-    assert tokens == NEW_TOKENS * len(prompts), tokens
-    return tokens / seconds
-
-
-async def served_throughput(url: str, prompts: list[list[int]]) -> dict[str, float]:
-    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0) as client:
-        started = time.perf_counter()
-        results = await asyncio.gather(*(one_request(client, p, NEW_TOKENS) for p in prompts))
+        results = await asyncio.gather(*(send(client, p, NEW_TOKENS) for p in prompts))
         seconds = time.perf_counter() - started
     tokens = sum(t for _, t in results)
     assert tokens == NEW_TOKENS * len(prompts), tokens
@@ -180,7 +174,8 @@ def compare(models: dict[str, Any], url: str, args: argparse.Namespace) -> dict[
         figures["inferd_openai"] = asyncio.run(served_throughput(url, prompts))["tokens_per_s"]
         if args.whole:
             again = random_prompts(args.requests, PROMPT_LEN, seed=200 + index)
-            figures["inferd_openai_not_streamed"] = asyncio.run(served_whole(url, again))
+            whole = asyncio.run(served_throughput(url, again, stream=False))
+            figures["inferd_openai_not_streamed"] = whole["tokens_per_s"]
         print("round", index + 1, {k: round(v, 1) for k, v in figures.items()}, flush=True)
         rounds.append(figures)
     ratios = {

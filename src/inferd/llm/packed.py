@@ -3,8 +3,9 @@
 ``F.linear`` on CPU hands oneDNN (bf16) or MKL (fp32) a plain row-major weight, and the library
 reorders it into its blocked layout on every call: for the small row counts of a decode step
 that reorder costs as much as the multiply. Reordering once at load, as PyTorch's own compiler
-does when it freezes a model, made a decode step's GEMMs 1.4-2x faster here (bf16 and fp32, 8
-to 64 rows; see BENCHMARKS.md).
+does when it freezes a model, made the GEMMs here 1.4-1.7x faster in bf16 at 8-64 rows, and
+in fp32 1.6x at 32 rows (the 32,000-wide LM head 2x at 8 rows) but no faster at 8 rows of a
+512-wide layer; in-process, fp32 decoding got 1.28x faster (BENCHMARKS.md).
 
 bf16: the packed weight replaces the plain one (faster at every row count). fp32: below
 ``FP32_PACKED_MIN_ROWS`` rows MKL on the plain weight is faster (a single sequence decoding on
@@ -49,7 +50,6 @@ class PackedLinear(nn.Module):
         super().__init__()
         self.in_features = weight.shape[1]
         self.out_features = weight.shape[0]
-        self.dtype = weight.dtype
         # Not a parameter or buffer: an opaque oneDNN tensor that state_dict cannot hold.
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _BATCH_HINT)
         self.plain = weight.detach() if weight.dtype == torch.float32 else None
