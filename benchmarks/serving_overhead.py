@@ -1,10 +1,11 @@
 """Issue 2's figures: what inferd adds to a model's own time, against the textbook server.
 
-    .venv/bin/python -m benchmarks.serving_overhead [--seconds 8]
+    .venv/bin/python -m benchmarks.serving_overhead [--seconds 8] [--rounds 5] [--process]
 
 Echo model (FP32 [1, 16] in, the same out). wrk runs pinned to core 0, each server to core 1.
 Reports: one client in a loop (median latency minus the model's own time) and 64 concurrent
-keep-alive clients (requests/s), for inferd and the textbook FastAPI server in the same run.
+keep-alive clients (requests/s), for inferd and the textbook FastAPI server in the same run,
+alternating, ``--rounds`` times; the figure is the median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +44,6 @@ def model_time_ms(repeats: int = 20000) -> float:
 
 def measure(server_url: str, seconds: float) -> dict[str, object]:
     url = f"{server_url}/v2/models/echo/infer"
-    wrk(url, BODY, 8, 2, HEADERS)  # warm-up
     return {
         "one_client": wrk(url, BODY, 1, seconds, HEADERS),
         "c64": wrk(url, BODY, 64, seconds, HEADERS),
@@ -52,21 +53,38 @@ def measure(server_url: str, seconds: float) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure both servers this many times, alternating"
+    )
+    parser.add_argument(
+        "--process", action="store_true", help="also measure echo in a replica process, once"
+    )
     args = parser.parse_args()
     repo = demo_repository()
     own_ms = model_time_ms()
-    results: dict[str, object] = {"model_time_ms": own_ms}
-    isolated = _process_isolated_echo(repo / "echo")
-    for name, start in (
-        ("textbook", lambda: textbook_server("echo")),
-        ("inferd", lambda: inferd_server([repo / "echo"])),
-        ("inferd_process", lambda: inferd_server([isolated])),
-    ):
-        server = start()
+    results: dict[str, object] = {"model_time_ms": own_ms, "rounds": []}
+    # Both servers stay up (the idle one costs nothing) and are measured back to back in each
+    # round: the VM's speed drifts by tens of percent within minutes, so a ratio is only
+    # meaningful between measurements taken seconds apart.
+    textbook = textbook_server("echo")
+    inferd = inferd_server([repo / "echo"])
+    try:
+        for server in (textbook, inferd):
+            wrk(f"{server.url}/v2/models/echo/infer", BODY, 64, 2, HEADERS)  # warm-up
+        for index in range(args.rounds):
+            round_ = {"textbook": measure(textbook.url, args.seconds),
+                      "inferd": measure(inferd.url, args.seconds)}  # fmt: skip
+            results["rounds"].append(round_)  # type: ignore[attr-defined]
+            _report_round(index + 1, round_, own_ms)
+    finally:
+        textbook.stop()
+        inferd.stop()
+    if args.process:
+        isolated = inferd_server([_process_isolated_echo(repo / "echo")])
         try:
-            results[name] = measure(server.url, args.seconds)
+            results["inferd_process"] = measure(isolated.url, args.seconds)
         finally:
-            server.stop()
+            isolated.stop()
     _report(results)
     print("saved", save("serving_overhead", results))
 
@@ -80,22 +98,36 @@ def _process_isolated_echo(echo: Path) -> Path:
     return folder
 
 
-def _report(r: dict[str, object]) -> None:
-    own = r["model_time_ms"]
-    ib, tb = r["inferd"], r["textbook"]
-    print(f"echo model's own time: {own * 1e3:.2f} us (median)")  # type: ignore[operator]
+def _report_round(index: int, r: dict[str, Any], own_ms: float) -> None:
+    tb, ib = r["textbook"], r["inferd"]
     print(
-        "| server | 1 client p50 ms | p99 ms | overhead ms | 64 clients req/s | p50 ms | p99 ms |"
+        f"round {index}: 1 client p50 textbook {tb['one_client'].p50_ms:.3f} ms, inferd "
+        f"{ib['one_client'].p50_ms:.3f} ms (overhead {ib['one_client'].p50_ms - own_ms:.3f}); "
+        f"64 clients textbook {tb['c64'].requests_per_s:,.0f} req/s "
+        f"(p99 {tb['c64'].p99_ms:.1f} ms), inferd {ib['c64'].requests_per_s:,.0f} req/s "
+        f"(p99 {ib['c64'].p99_ms:.1f} ms): {_ratio(r):.2f}x",
+        flush=True,
     )
-    print("|---|---|---|---|---|---|---|")
-    rows = (("textbook FastAPI", tb), ("inferd (echo in a thread)", ib),
-            ("inferd (echo in a replica process)", r["inferd_process"]))  # fmt: skip
-    for name, res in rows:
-        one, many = res["one_client"], res["c64"]  # type: ignore[index]
-        print(f"| {name} | {one.p50_ms:.3f} | {one.p99_ms:.3f} | {one.p50_ms - own:.3f} | "
-              f"{many.requests_per_s:,.0f} | {many.p50_ms:.2f} | {many.p99_ms:.2f} |")  # fmt: skip
-    ratio = ib["c64"].requests_per_s / tb["c64"].requests_per_s  # type: ignore[index]
-    print(f"inferd / textbook at 64 clients: {ratio:.2f}x")
+
+
+def _ratio(r: dict[str, Any]) -> float:
+    return float(r["inferd"]["c64"].requests_per_s / r["textbook"]["c64"].requests_per_s)
+
+
+def _report(r: dict[str, Any]) -> None:
+    own = r["model_time_ms"]
+    rounds = r["rounds"]
+    print(f"echo model's own time: {own * 1e3:.2f} us (median)")
+    overheads = [x["inferd"]["one_client"].p50_ms - own for x in rounds]
+    ratios = [_ratio(x) for x in rounds]
+    print(f"one client, inferd's overhead (median of {len(rounds)} rounds): "
+          f"{statistics.median(overheads):.3f} ms (max {max(overheads):.3f})")  # fmt: skip
+    print(f"64 clients, inferd / textbook per round: {', '.join(f'{x:.2f}' for x in ratios)}; "
+          f"median {statistics.median(ratios):.2f}x")  # fmt: skip
+    if "inferd_process" in r:
+        many = r["inferd_process"]["c64"]
+        print(f"echo in a replica process: {many.requests_per_s:,.0f} req/s at 64 clients, "
+              f"one client p50 {r['inferd_process']['one_client'].p50_ms:.3f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "inferd"
 # Lower number = lower layer. A module may import only its own layer or lower ones.
 LAYERS: dict[str, int] = {
     "version": 0, "errors": 0, "clock": 0, "datatypes": 0, "config": 0, "signature": 0,
-    "metrics": 0,
+    "metrics": 0, "gc_tuning": 0,
     "backends": 1, "llm": 1, "repository": 1, "demo": 1, "optimize": 1,
     "batching": 2,
     "replicas": 3,
@@ -35,6 +35,7 @@ IMPURE = {"torch", "asyncio", "threading", "multiprocessing", "concurrent", "num
 # torch may be imported only where the model math lives.
 TORCH_ALLOWED = (
     "backends/torch_backend.py",
+    "backends/torch_packing.py",
     "llm/",
     "demo/torch_models.py",
     "demo/llm.py",

@@ -16,6 +16,7 @@ import time
 
 from inferd.config import ModelConfig
 from inferd.errors import ConfigError, InferdError
+from inferd.gc_tuning import freeze_startup_objects, tune_for_serving
 from inferd.replicas.protocol import (
     BlockingChannel,
     Failed,
@@ -44,6 +45,7 @@ def replica_main(sock: socket.socket, config: ModelConfig, threads: int) -> None
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
+    tune_for_serving()
     channel = BlockingChannel(sock)
     _limit_threads(threads)
     # Below the front end: on a busy machine the event loop must still read requests, shed and
@@ -57,6 +59,7 @@ def replica_main(sock: socket.socket, config: ModelConfig, threads: int) -> None
     except BaseException as e:  # a broken model file may raise anything
         channel.send(LoadFailed(ConfigError(f"model {config.name!r}: {type(e).__name__}: {e}")))
         return
+    freeze_startup_objects()  # torch's modules and the model: never walked again
     channel.send(Ready(os.getpid(), resolved.inputs, resolved.outputs))
     _serve(channel, config.name, backend)
     sys.exit(0)
