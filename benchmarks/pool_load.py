@@ -1,11 +1,12 @@
 """Issue 3's figures on the demo MLP (FP32 512 -> 2048 -> 2048 -> 10), all in one run.
 
-    .venv/bin/python -m benchmarks.pool_load [--seconds 8] [--only NAME ...]
+    .venv/bin/python -m benchmarks.pool_load [--seconds 8] [--only NAME ...] [--rounds 1]
 
 Servers run pinned to core 1 (so a replica gets one compute thread), the load generators to
 core 0. Parts:
   raw       the model in-process on core 1, one thread: rows/s per batch size (the reference)
-  single    one row per JSON request, 64 keep-alive clients (wrk): textbook vs inferd
+  single    one row per JSON request, 64 keep-alive clients (wrk): textbook vs inferd,
+            alternating, --rounds times (the figure: the median of the per-round ratios)
   binary    64 rows per request through the binary extension (wrk): rows/s vs raw at batch 64
   overload  open-loop Poisson arrivals at 2x the measured capacity, deadline 1 s
   slo       a fixed request rate against delay 0, a large fixed delay, and SLO mode
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -108,19 +110,30 @@ def variant(mlp: Path, root: Path, name: str, batching: str) -> Path:
     return folder
 
 
-def single_row(mlp: Path, seconds: float) -> dict[str, object]:
+def single_row(mlp: Path, seconds: float, rounds: int) -> list[dict[str, object]]:
+    """Textbook then inferd, ``rounds`` times, both servers up throughout (the idle one costs
+    nothing): the VM's speed drifts within minutes, so each round's ratio is taken seconds apart."""
     body, url_path = json_body(1), "/v2/models/mlp/infer"
-    out: dict[str, object] = {}
-    for name, start in (
-        ("textbook", lambda: textbook_server("mlp")),
-        ("inferd", lambda: inferd_server([mlp])),
-    ):
-        server = start()
-        try:
+    textbook = textbook_server("mlp")
+    inferd = inferd_server([mlp])
+    out: list[dict[str, object]] = []
+    try:
+        for server in (textbook, inferd):
             wrk(server.url + url_path, body, 8, 2, JSON)
-            out[name] = wrk(server.url + url_path, body, 64, seconds, JSON)
-        finally:
-            server.stop()
+        for index in range(rounds):
+            tb = wrk(textbook.url + url_path, body, 64, seconds, JSON)
+            ib = wrk(inferd.url + url_path, body, 64, seconds, JSON)
+            out.append({"textbook": tb, "inferd": ib})
+            print(
+                f"round {index + 1}, 1 row/request, 64 clients: "
+                f"textbook {tb.requests_per_s:,.0f} req/s p99 {tb.p99_ms:.1f} ms; "
+                f"inferd {ib.requests_per_s:,.0f} req/s p99 {ib.p99_ms:.1f} ms; "
+                f"ratio {ib.requests_per_s / tb.requests_per_s:.2f}x",
+                flush=True,
+            )
+    finally:
+        textbook.stop()
+        inferd.stop()
     return out
 
 
@@ -199,6 +212,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--only", nargs="*", default=["raw", "single", "binary", "overload", "slo"])
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the single-row part")
     parser.add_argument("--slo-rate", type=float, default=250.0, help="requests/s of 8 rows")
     parser.add_argument("--slo-target-ms", type=float, default=40.0)
     args = parser.parse_args()
@@ -209,14 +223,12 @@ def main() -> None:
         results["raw_rows_per_s"] = raw = raw_throughput(mlp / "model.pt2", args.seconds)
         print("raw rows/s by batch:", {k: round(v) for k, v in raw.items()})
     if "single" in args.only:
-        results["single_row"] = single = single_row(mlp, args.seconds)
-        tb, ib = single["textbook"], single["inferd"]
+        results["single_row"] = single = single_row(mlp, args.seconds, args.rounds)
+        ratios = [r["inferd"].requests_per_s / r["textbook"].requests_per_s for r in single]  # type: ignore[attr-defined]
         print(
-            "1 row/request, 64 clients: "
-            f"textbook {tb.requests_per_s:,.0f} req/s p99 {tb.p99_ms:.1f} ms; "
-            f"inferd {ib.requests_per_s:,.0f} req/s p99 {ib.p99_ms:.1f} ms; "
-            f"ratio {ib.requests_per_s / tb.requests_per_s:.2f}x"
-        )  # type: ignore[attr-defined]
+            f"1 row/request, inferd / textbook per round: {', '.join(f'{x:.2f}' for x in ratios)}; "
+            f"median {statistics.median(ratios):.2f}x"
+        )
     if "binary" in args.only:
         results["binary_64"] = binary = binary_64(mlp, args.seconds)
         for key, r in binary.items():

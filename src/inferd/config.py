@@ -12,6 +12,7 @@ A model folder holds its files and an optional ``model.toml``::
     isolation = "process"           # or "thread": in the server's process, no crash isolation
     device = "auto"                 # auto | cpu | cuda
     precision = "fp32"              # fp32 | bf16 | fp16 | int8: converted on load (torch, onnx)
+    pack_weights = true             # torch on CPU: linear weights reordered once for oneDNN
 
     [batching]
     max_batch_size = 64             # rows per batch; 0 means the model takes no batch axis
@@ -191,6 +192,9 @@ class ModelConfig:
     device: str = "auto"
     precision: str = "fp32"
     """fp32 serves the model as it is; bf16, fp16 and int8 convert it on load (inferd.optimize)."""
+    pack_weights: bool = True
+    """torch on CPU: reorder linear weights once at load into oneDNN's layout (faster batches,
+    one more copy of those weights in memory)."""
     version: str = "1"
     parameters: dict[str, Any] = field(default_factory=dict)
     llm: LLMSettings = field(default_factory=LLMSettings)
@@ -498,6 +502,7 @@ def model_config_from_dict(
         "price_per_hour": _optional_number(t, "price_per_hour"),
         "device": device,
         "precision": precision,
+        "pack_weights": t.get("pack_weights", bool, True, "true or false"),
         "version": str(t.get("version", (str, int), "1", "a version (string or integer)")),
         "batching": _read_batching(t),
         "inputs": _read_tensors(t, "inputs"),

@@ -8,6 +8,7 @@ a dict is returned by its keys. Only a .pt2 program declares its own signature.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,6 +17,7 @@ import torch
 
 from inferd.backends.base import Tensors
 from inferd.backends.loader import call_with_parameters, load_attribute, model_file
+from inferd.backends.torch_packing import pack_model
 from inferd.config import ModelConfig, TensorSpec
 from inferd.errors import ConfigError, InvalidRequest, ModelError, ModelNotReady
 
@@ -33,6 +35,8 @@ _TO_DATATYPE: Final = {
 _TO_TORCH: Final = {datatype: dtype for dtype, datatype in _TO_DATATYPE.items()}
 PT_SUFFIXES: Final = (".pt", ".pth")
 
+logger = logging.getLogger("inferd.backends")
+
 
 class TorchBackend:
     """Serves a PyTorch model under ``torch.inference_mode``."""
@@ -46,7 +50,11 @@ class TorchBackend:
         self._input_dtypes: list[torch.dtype] = []
 
     def load(self) -> None:
-        """Build or load the model on its device, in eval mode."""
+        """Build or load the model on its device, in eval mode, linear weights packed on CPU."""
+        self._load_unpacked()
+        self._pack(self._model)
+
+    def _load_unpacked(self) -> None:
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         self._device = _device(self.config)
@@ -58,6 +66,14 @@ class TorchBackend:
             self._input_dtypes = [self._torch_dtype(spec) for spec in self.config.inputs]
         self._inputs = self.config.inputs or self._inputs
         self._model = model
+
+    def _pack(self, model: Any) -> None:
+        if self.config.pack_weights and self._device.type == "cpu":
+            packed = pack_model(model)
+            if packed:
+                logger.info(
+                    "model %r: %d linear layers packed for oneDNN", self.config.name, packed
+                )
 
     def signature(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
         """A .pt2 program's inputs and outputs; empty for TorchScript and factories."""

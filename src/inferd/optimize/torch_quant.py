@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from inferd.backends.torch_backend import TorchBackend
+from inferd.backends.torch_packing import linear_constants
 from inferd.config import ModelConfig
 from inferd.errors import ConfigError
 
@@ -59,20 +60,23 @@ class ConvertedTorchBackend(TorchBackend):
 
     def load(self) -> None:
         """Load the fp32 model, then replace it with its converted copy."""
-        super().load()
+        self._load_unpacked()
         if self.precision == "int8" and self._device.type != "cpu":
             raise ConfigError(
                 f"model {self.config.name!r}: precision = 'int8' (dynamic quantization) runs "
                 f"on the CPU only, and this model loads on {self._device.type}; set "
                 "device = 'cpu', or use precision = 'bf16' or 'fp16' on a GPU"
             )
-        # A shallow copy shares the fp32 model: converting below builds a new one.
-        self.original = copy.copy(self)
+        # Converting builds a new model; the fp32 one, packed as fp32 serving would have it,
+        # stays the report's reference (a shallow copy of this backend shares it).
         converted = convert(self._model, self.precision, self.config.name)
         self.size_before = serialized_size(self._model)
         self.size_after = serialized_size(converted.model)
         self.method = converted.method
+        self.original = copy.copy(self)
+        self._pack(self._model)
         self._model = converted.model
+        self._pack(self._model)  # bf16 layers pack too (int8 ones are left as they are)
 
     def release_original(self) -> None:
         """Drop the fp32 model once the report is made (it may be large)."""
@@ -178,30 +182,16 @@ def _rewrite_graph_linears(module: torch.fx.GraphModule) -> int:
 
 
 def _linear_from_node(module: torch.fx.GraphModule, node: torch.fx.Node) -> nn.Linear | None:
-    args = list(node.args) + [None] * (3 - len(node.args))
-    weight, bias = (_constant(module, arg) for arg in args[1:3])
-    if weight is None or weight.dim() != 2 or (args[2] is not None and bias is None):
-        return None  # computed weights cannot be quantized ahead of the call
+    constants = linear_constants(module, node)
+    if constants is None:
+        return None
+    weight, bias = constants
     linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     with torch.no_grad():
         linear.weight.copy_(weight)
         if bias is not None:
             linear.bias.copy_(bias)
     return linear
-
-
-def _constant(module: torch.fx.GraphModule, arg: Any) -> torch.Tensor | None:
-    if not isinstance(arg, torch.fx.Node) or arg.op != "get_attr":
-        return None
-    value = _attribute(module, str(arg.target))
-    return value if isinstance(value, torch.Tensor) else None
-
-
-def _attribute(module: nn.Module, dotted: str) -> Any:
-    value: Any = module
-    for part in dotted.split("."):
-        value = getattr(value, part, None)
-    return value
 
 
 def _quantized_linear(linear: nn.Linear) -> nn.Module:
