@@ -4,7 +4,8 @@
 
 Servers run pinned to core 1 (so a replica gets one compute thread), the load generators to
 core 0. Parts:
-  raw       the model in-process on core 1, one thread: rows/s per batch size (the reference)
+  raw       the model in-process on core 1, one thread: rows/s per batch size (the reference),
+            as exported and with its weights packed as inferd packs them
   single    one row per JSON request, 64 keep-alive clients (wrk): textbook vs inferd,
             alternating, --rounds times (the figure: the median of the per-round ratios)
   binary    64 rows per request through the binary extension (wrk): rows/s vs raw at batch 64
@@ -71,14 +72,19 @@ def binary_body(rows: int, timeout_us: int | None = None) -> tuple[bytes, dict[s
     return header + data.tobytes(), headers
 
 
-def raw_throughput(pt2: Path, seconds: float) -> dict[int, float]:
-    """Rows/s of the model itself, in this process, on the server's core, one thread."""
+def raw_throughput(pt2: Path, seconds: float, packed: bool = False) -> dict[int, float]:
+    """Rows/s of the model itself, in this process, on the server's core, one thread;
+    ``packed``: with its linear weights packed as inferd's torch backend packs them."""
     import torch
+
+    from inferd.backends.torch_packing import pack_model
 
     saved = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {int(SERVER_CORE)})
     torch.set_num_threads(1)
     module = torch.export.load(str(pt2)).module()
+    if packed:
+        pack_model(module)
     out = {}
     try:
         with torch.inference_mode():
@@ -222,6 +228,9 @@ def main() -> None:
     if "raw" in args.only:
         results["raw_rows_per_s"] = raw = raw_throughput(mlp / "model.pt2", args.seconds)
         print("raw rows/s by batch:", {k: round(v) for k, v in raw.items()})
+        packed = raw_throughput(mlp / "model.pt2", args.seconds, packed=True)
+        results["raw_packed_rows_per_s"] = packed
+        print("raw, weights packed, rows/s by batch:", {k: round(v) for k, v in packed.items()})
     if "single" in args.only:
         results["single_row"] = single = single_row(mlp, args.seconds, args.rounds)
         ratios = [r["inferd"].requests_per_s / r["textbook"].requests_per_s for r in single]  # type: ignore[attr-defined]
@@ -234,7 +243,9 @@ def main() -> None:
         for key, r in binary.items():
             rows = r.requests_per_s * 64  # type: ignore[attr-defined]
             ref = results.get("raw_rows_per_s", {}).get(64)  # type: ignore[union-attr]
+            ref_packed = results.get("raw_packed_rows_per_s", {}).get(64)  # type: ignore[union-attr]
             share = f", {rows / ref:.0%} of raw batch-64" if ref else ""
+            share += f", {rows / ref_packed:.0%} of raw packed" if ref_packed else ""
             print(
                 f"64 rows/request binary, {key}: {rows:,.0f} rows/s{share}, p99 {r.p99_ms:.1f} ms"
             )  # type: ignore[attr-defined]

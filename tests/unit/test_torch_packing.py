@@ -39,8 +39,25 @@ class WeightFromInput(torch.nn.Module):
         return torch.nn.functional.linear(x, w * 2)
 
 
+class SkipAroundRelu(torch.nn.Module):
+    """A linear output read twice: its ReLU cannot be folded into the layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.linear = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        return torch.relu(y) + y
+
+
 def _linear_calls(module: Any) -> int:
-    return sum(n.target is torch.ops.aten.linear.default for n in module.graph.nodes)
+    return _calls(module, torch.ops.aten.linear.default)
+
+
+def _calls(module: Any, target: Any) -> int:
+    return sum(n.target is target for n in module.graph.nodes)
 
 
 def _export(module: torch.nn.Module, path: Path, *examples: torch.Tensor) -> Path:
@@ -65,6 +82,8 @@ def test_exported_program_is_packed_and_answers_the_same(mlp_pt2: Path, rows: in
     plain, _ = load_model(_config(mlp_pt2.parent, file="model.pt2", pack_weights=False))
     assert _linear_calls(packed._model) == 0  # type: ignore[attr-defined]
     assert _linear_calls(plain._model) == 3  # type: ignore[attr-defined]
+    # Both ReLUs are applied by oneDNN as the layers' post-op.
+    assert _calls(packed._model, torch.ops.aten.relu.default) == 0  # type: ignore[attr-defined]
     x = {"x": np.random.default_rng(rows).normal(size=(rows, 64)).astype(np.float32)}
     expected, got = plain.predict(x)["output"], packed.predict(x)["output"]
     assert got.shape == (rows, 10)
@@ -88,3 +107,15 @@ def test_computed_weights_and_other_dtypes_are_left_alone(tmp_path: Path) -> Non
     assert pack_model(module) == 0 and _linear_calls(module) == 1
     doubles = torch.nn.Linear(8, 8).double()
     assert pack_model(torch.nn.Sequential(doubles)) == 0
+
+
+def test_an_activation_read_elsewhere_too_is_not_folded(tmp_path: Path) -> None:
+    path = _export(SkipAroundRelu().eval(), tmp_path / "model.pt2", torch.zeros(2, 8))
+    module = torch.export.load(str(path)).module()
+    x = torch.randn(6, 8)
+    with torch.inference_mode():
+        expected = module(x)
+        assert pack_model(module) == 1
+        got = module(x)
+    assert _calls(module, torch.ops.aten.relu.default) == 1
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
