@@ -1,7 +1,7 @@
 """Issue 4's figures over HTTP: ``inferd serve`` behind the OpenAI API against transformers.
 
     .venv/bin/python -m benchmarks.llm_serving [--requests 32] [--rounds 3] [--threads 2]
-                                               [--dtype float32|bfloat16]
+                                               [--dtype float32|bfloat16] [--whole] [--raw]
 
 The model is ``benchmarks.llm_engine``'s (Llama, hidden 512, 8 layers, 8 heads, intermediate
 1536, vocab 32000, random weights saved in fp32), with a 32,000-token word-level tokenizer so
@@ -10,8 +10,11 @@ and transformers take turns on the same cores; each round measures, back to back
 (a) transformers ``generate`` one request at a time, (b) transformers on a static batch of all
 requests (left padded), (c) the same requests sent at once to ``inferd serve`` through the
 official ``openai`` client (token-id prompts of 128 tokens, 128 output tokens each, streamed);
-ratios are taken within each round, and their median reported. transformers runs in fp32
-(what it loads this checkpoint as) and, with ``--dtype bfloat16``, in bf16 too. Then
+``--whole`` adds the requests not streamed, ``--raw`` streamed through ``inferd bench``'s own
+lean HTTP client instead of the ``openai`` one (as vLLM's benchmark_serving uses aiohttp, not
+the SDK): here the load generator's CPU is taken from the server's two cores; ratios are
+taken within each round, and their median reported. transformers runs in fp32 (what it loads
+this checkpoint as) and, with ``--dtype bfloat16``, in bf16 too. Then
 (d) time to first token over the API for a 1,040-token prompt whose first 1,024 tokens were
 served before, against a cold one.
 """
@@ -32,6 +35,7 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -47,6 +51,9 @@ from benchmarks.llm_engine import (
     random_prompts,
     save_model,
 )
+from inferd.bench.connection import Connection, Endpoint
+from inferd.bench.llm_stream import SseTracker
+from inferd.bench.protocols import JSON_HEADERS
 
 MODEL = "bench_llama"
 NO_EOS = {"ignore_eos": True}  # random weights: every request generates all its tokens
@@ -123,16 +130,45 @@ async def whole_request(
     return time.perf_counter() - started, answer.usage.completion_tokens
 
 
+async def raw_request(endpoint: Endpoint, prompt: list[int], max_tokens: int) -> tuple[float, int]:
+    """Stream one completion through ``inferd bench``'s own HTTP/1.1 client and SSE reader
+    (a prebuilt request, the events split and parsed with orjson, no framework), as vLLM's
+    benchmark_serving reads streams; (seconds to the first token, output tokens)."""
+    body = {
+        "model": MODEL, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+        "stream": True, "stream_options": {"include_usage": True}, **NO_EOS,
+    }  # fmt: skip
+    request = endpoint.request("POST", "/v1/completions", orjson.dumps(body), JSON_HEADERS)
+    connection = await Connection.open(endpoint)
+    try:
+        started = time.monotonic()
+        tracker = SseTracker()
+        response = await connection.exchange(request, tracker)
+    finally:
+        connection.close()
+    assert response.status == 200 and tracker.outcome() is None, (response.status, tracker.error)
+    # chunk_times are time.monotonic() instants (bench/connection.py).
+    return tracker.chunk_times[0] - started, tracker.output_tokens
+
+
 async def served_throughput(
-    url: str, prompts: list[list[int]], stream: bool = True
+    url: str, prompts: list[list[int]], stream: bool = True, raw: bool = False
 ) -> dict[str, float]:
     """The requests sent at once, streamed or not: output tokens/s, and the median time to the
-    first token (streamed) or to the whole answer."""
-    send = one_request if stream else whole_request
-    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0) as client:
+    first token (streamed) or to the whole answer. ``raw``: streamed over plain HTTP instead of
+    through the ``openai`` client, whose parsing of every chunk takes CPU from the server."""
+    started = time.perf_counter()
+    if raw:
+        endpoint = Endpoint.from_url(url)
         started = time.perf_counter()
-        results = await asyncio.gather(*(send(client, p, NEW_TOKENS) for p in prompts))
+        results = await asyncio.gather(*(raw_request(endpoint, p, NEW_TOKENS) for p in prompts))
         seconds = time.perf_counter() - started
+    else:
+        send = one_request if stream else whole_request
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0) as client:
+            started = time.perf_counter()
+            results = await asyncio.gather(*(send(client, p, NEW_TOKENS) for p in prompts))
+            seconds = time.perf_counter() - started
     tokens = sum(t for _, t in results)
     assert tokens == NEW_TOKENS * len(prompts), tokens
     return {
@@ -172,6 +208,10 @@ def compare(models: dict[str, Any], url: str, args: argparse.Namespace) -> dict[
             figures[f"hf_sequential_{dtype}"] = hf_sequential(model, sequential)["tokens_per_s"]
             figures[f"hf_static_batch_{dtype}"] = hf_generate(model, prompts)["tokens_per_s"]
         figures["inferd_openai"] = asyncio.run(served_throughput(url, prompts))["tokens_per_s"]
+        if args.raw:
+            again = random_prompts(args.requests, PROMPT_LEN, seed=300 + index)
+            raw = asyncio.run(served_throughput(url, again, raw=True))
+            figures["inferd_http_streamed"] = raw["tokens_per_s"]
         if args.whole:
             again = random_prompts(args.requests, PROMPT_LEN, seed=200 + index)
             whole = asyncio.run(served_throughput(url, again, stream=False))
@@ -198,6 +238,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--whole", action="store_true", help="also send the requests not streamed, each round"
+    )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="also stream the requests over plain HTTP (no openai client), each round",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
