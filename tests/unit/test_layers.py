@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "inferd"
 # Lower number = lower layer. A module may import only its own layer or lower ones.
 LAYERS: dict[str, int] = {
     "version": 0, "errors": 0, "clock": 0, "datatypes": 0, "config": 0, "signature": 0,
-    "metrics": 0, "gc_tuning": 0,
+    "metrics": 0, "gc_tuning": 0, "interrupts": 0,
     "backends": 1, "llm": 1, "repository": 1, "demo": 1, "optimize": 1,
     "batching": 2,
     "replicas": 3,

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from multiprocessing.connection import Connection as Pipe
 from typing import Any, Final, TypeVar
 
@@ -27,6 +27,7 @@ from inferd.bench.protocols import Payload
 from inferd.bench.samples import Samples
 from inferd.bench.spec import BenchSpec
 from inferd.errors import InferdError
+from inferd.interrupts import raising_keyboard_interrupt
 
 START_DELAY_S: Final = 0.1
 """Between 'everyone is ready' and the common start: time to hand out the start instant."""
@@ -108,29 +109,14 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return runner.run(main())
 
 
-@contextlib.contextmanager
-def _ctrl_c_raises() -> Iterator[None]:
+def _ctrl_c_raises() -> contextlib.AbstractContextManager[None]:
     """Ctrl-C raises ``KeyboardInterrupt`` at once while the load runs.
 
     ``asyncio.Runner`` would turn it into a cancellation of the main task, and Python 3.11's
     ``wait_for`` can lose a cancellation that races its inner future: the load then finished
     as if never interrupted, and ``inferd tune`` went on with its next trial (seen once in CI).
     """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield  # someone else owns Ctrl-C here
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return raising_keyboard_interrupt(signal.SIGINT, only_over=signal.default_int_handler)
 
 
 def _spawned(spec: BenchSpec, shares: list[WorkerPlan], payload: Payload) -> list[Samples]:

@@ -14,14 +14,14 @@ import dataclasses
 import logging
 import shutil
 import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from inferd.config import ModelConfig, load_server_config
 from inferd.errors import ConfigError
+from inferd.interrupts import raising_keyboard_interrupt
 from inferd.repository import discover
 from inferd.tune.candidate import candidate_table, dump_toml
 from inferd.tune.confirm import (
@@ -153,22 +153,10 @@ def _confirmations(log: TrialLog) -> dict[Candidate, Measurement]:
     }
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def _sigterm_interrupts() -> contextlib.AbstractContextManager[None]:
     """SIGTERM (a ``kill``, a job scheduler) stops the tuner like Ctrl-C: the running trial's
     server is stopped and the report written, instead of the server being orphaned."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers; the caller handles its own signals
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return raising_keyboard_interrupt(signal.SIGTERM)
 
 
 def _with_load_for(settings: TuneSettings, model: ModelConfig) -> TuneSettings:
