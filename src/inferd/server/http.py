@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,37 +74,90 @@ class StreamingResponse:
 class watch_disconnect:  # lower case: used as a context manager, like contextlib's
     """While active, a client disconnect cancels the current task (its request is dropped).
 
-    The watch starts only once the request has waited ``delay_s``: a task per request costs
-    a quarter of the front end's time per request, and a request answered within tens of
-    milliseconds gains little from being dropped (at most one batch slot is spent on it).
+    The watch starts only once the request has waited ``DISCONNECT_WATCH_DELAY_S``: a task per
+    request costs a quarter of the front end's time per request, and a request answered within
+    tens of milliseconds gains little from being dropped (at most one batch slot is spent on
+    it). Requests are checked for that age together, by one timer per event loop
+    (``_Sweeper``): a timer each was 5 µs of the echo path's 110 µs per request.
     Use it only once the body has been read: it consumes the connection's next ASGI message.
     """
 
-    def __init__(self, request: Request, delay_s: float = 0.05) -> None:
+    __slots__ = ("_request", "_sweeper", "_task", "_watcher")
+
+    def __init__(self, request: Request) -> None:
         self._request = request
-        self._delay_s = delay_s
-        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._sweeper: _Sweeper | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     def __enter__(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._timer = asyncio.get_running_loop().call_later(self._delay_s, self._start, task)
-
-    def _start(self, task: asyncio.Task[object]) -> None:
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(task))
-
-    async def _watch(self, task: asyncio.Task[object]) -> None:
-        message = await self._request.receive()
-        if message["type"] == "http.disconnect":
-            self._request.disconnected = True
-            task.cancel()
+        self._task = asyncio.current_task()
+        assert self._task is not None
+        self._sweeper = _sweeper(asyncio.get_running_loop())
+        self._sweeper.add(self)
 
     def __exit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._sweeper is not None:
+            self._sweeper.discard(self)
         if self._watcher is not None:
             self._watcher.cancel()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch from now on (the request has waited long enough)."""
+        self._watcher = loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        message = await self._request.receive()
+        if message["type"] == "http.disconnect" and self._task is not None:
+            self._request.disconnected = True
+            self._task.cancel()
+
+
+DISCONNECT_WATCH_DELAY_S = 0.05
+"""How long a request waits before its client is watched for a disconnect."""
+
+
+class _Sweeper:
+    """Starts the watch of every request that has waited ``DISCONNECT_WATCH_DELAY_S``, with one
+    timer for all of them: requests are kept in arrival order, so each sweep stops at the
+    first one still too young."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._waiting: OrderedDict[watch_disconnect, float] = OrderedDict()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, watch: watch_disconnect) -> None:
+        self._waiting[watch] = self.loop.time()
+        if self._timer is None:
+            self._timer = self.loop.call_later(DISCONNECT_WATCH_DELAY_S, self._sweep)
+
+    def discard(self, watch: watch_disconnect) -> None:
+        self._waiting.pop(watch, None)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        while self._waiting:
+            watch, since = next(iter(self._waiting.items()))
+            if now - since < DISCONNECT_WATCH_DELAY_S:
+                wait = since + DISCONNECT_WATCH_DELAY_S - now
+                self._timer = self.loop.call_later(wait, self._sweep)
+                return
+            del self._waiting[watch]
+            watch.start(self.loop)
+
+
+_current_sweeper: _Sweeper | None = None
+
+
+def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
+    """The running loop's sweeper (a server has one loop; tests may start several)."""
+    global _current_sweeper
+    sweeper = _current_sweeper
+    if sweeper is None or sweeper.loop is not loop:
+        sweeper = _current_sweeper = _Sweeper(loop)
+    return sweeper
 
 
 def json_response(
