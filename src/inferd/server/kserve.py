@@ -95,9 +95,14 @@ async def infer(request: Request, model: ServedModel) -> Response:
     return Response(200, chunks, content_type(header_length).encode(), headers)
 
 
+_DEFAULT_OPTIONS = RequestOptions()
+
+
 def _options(request: Request, parameters: dict[str, Any]) -> RequestOptions:
     """Priority and deadline: Triton's ``priority`` and ``timeout`` (µs) parameters, or the
     ``inferd-timeout-ms`` header."""
+    if not parameters and b"inferd-timeout-ms" not in request.headers:
+        return _DEFAULT_OPTIONS  # most requests set neither
     priority = parameters.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
         raise InvalidRequest(f"parameter 'priority' must be an integer >= 0, got {priority!r}")
