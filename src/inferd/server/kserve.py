@@ -70,14 +70,12 @@ async def infer(request: Request, model: ServedModel) -> Response:
     """Decode, validate, batch, compute and encode one infer request."""
     body = await request.body()
     decoded = decode_request(body, _header_length(request))
-    options = _options(request, decoded.parameters)
+    options = request_options(request, decoded.parameters)
     # From here the body is read: a disconnect now cancels the request, queued or computing.
     with watch_disconnect(request):
         answer = await model.infer(decoded.inputs, decoded.input_datatypes, options)
-    _check_outputs(model, answer.outputs)
-    parameters = (
-        _cost_parameters(model, answer, decoded) if decoded.parameters.get("cost") else None
-    )
+    check_outputs(model, answer.outputs)
+    parameters = cost_parameters(model, answer, decoded) if decoded.parameters.get("cost") else None
     response = InferResponse(
         model_name=model.name,
         model_version=model.version,
@@ -98,7 +96,7 @@ async def infer(request: Request, model: ServedModel) -> Response:
 _DEFAULT_OPTIONS = RequestOptions()
 
 
-def _options(request: Request, parameters: dict[str, Any]) -> RequestOptions:
+def request_options(request: Request, parameters: dict[str, Any]) -> RequestOptions:
     """Priority and deadline: Triton's ``priority`` and ``timeout`` (µs) parameters, or the
     ``inferd-timeout-ms`` header."""
     if not parameters and b"inferd-timeout-ms" not in request.headers:
@@ -125,7 +123,8 @@ def _options(request: Request, parameters: dict[str, Any]) -> RequestOptions:
     return RequestOptions(priority=priority, timeout_s=timeout_s)
 
 
-def _cost_parameters(model: ServedModel, answer: Answer, decoded: InferRequest) -> dict[str, Any]:
+def cost_parameters(model: ServedModel, answer: Answer, decoded: InferRequest) -> dict[str, Any]:
+    """The response parameters a request asking for ``cost`` gets: its share and its timing."""
     rows = (
         next(iter(decoded.inputs.values())).shape[0] if model.config and model.config.batched else 1
     )
@@ -152,7 +151,8 @@ def _header_length(request: Request) -> int | None:
     return value
 
 
-def _check_outputs(model: ServedModel, outputs: dict[str, Any]) -> None:
+def check_outputs(model: ServedModel, outputs: dict[str, Any]) -> None:
+    """``ModelError`` naming the first declared output the model did not return."""
     for name in model.output_datatypes:
         if name not in outputs:
             raise ModelError(

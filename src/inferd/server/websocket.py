@@ -66,12 +66,12 @@ async def answer_message(
         if decoded.id is not None:
             request_id = decoded.id
         _refuse_binary_outputs(decoded)
-        options = kserve._options(request or _NO_HEADERS, decoded.parameters)
+        options = kserve.request_options(request or _NO_HEADERS, decoded.parameters)
         answer = await model.infer(decoded.inputs, decoded.input_datatypes, options)
-        kserve._check_outputs(model, answer.outputs)
+        kserve.check_outputs(model, answer.outputs)
         parameters = None
         if decoded.parameters.get("cost"):
-            parameters = kserve._cost_parameters(model, answer, decoded)
+            parameters = kserve.cost_parameters(model, answer, decoded)
         response = InferResponse(
             model.name,
             model.version,
