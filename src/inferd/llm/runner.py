@@ -14,12 +14,13 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from inferd.backends.torch_packing import packing_available
 from inferd.errors import ConfigError
 from inferd.llm.attention import allocate_kv_cache, allocate_kv_scales, build_attention_batch
 from inferd.llm.checkpoint import ModelArchConfig
 from inferd.llm.decode_cache import DecodeCache
 from inferd.llm.models import resolve_dtype
-from inferd.llm.packed import pack_linears, packing_available
+from inferd.llm.packed import pack_linears
 from inferd.llm.quant import load_checkpoint
 from inferd.llm.scheduler import SchedulerOutput
 

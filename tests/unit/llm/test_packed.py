@@ -12,9 +12,10 @@ transformers = pytest.importorskip("transformers")
 from tiny_configs import GPT2_SHAPE, LLAMA_SHAPE  # noqa: E402
 from torch import nn  # noqa: E402
 
+from inferd.backends.torch_packing import PackedLinear, packing_available  # noqa: E402
 from inferd.llm.checkpoint import load_arch_config  # noqa: E402
 from inferd.llm.engine import EngineConfig, LLMEngine  # noqa: E402
-from inferd.llm.packed import PackedLinear, pack_linears, packing_available  # noqa: E402
+from inferd.llm.packed import pack_linears  # noqa: E402
 from inferd.llm.quant.layers import Int8Linear  # noqa: E402
 from inferd.llm.runner import kv_block_bytes  # noqa: E402
 from inferd.llm.sampling import SamplingParams  # noqa: E402
