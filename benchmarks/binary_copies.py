@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from inferd.replicas.manager import ModelManager
 from inferd.repository import discover
 from inferd.server.app import InferdApp
 from inferd.server.protocol import HttpToolsCoalescingProtocol
+from inferd.server.testing import MemoryTransport
 
 MIB = 1024 * 1024
 SIZES_MIB = (1, 4, 16)
@@ -95,36 +97,6 @@ async def peak_bytes(app: InferdApp, body: bytes, header_length: int) -> int:
     return peak
 
 
-class _KeepingTransport(asyncio.Transport):
-    """Stands for the socket: keeps what is written (the response) without copying it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.out: list[Any] = []
-        self.closed = False
-
-    def write(self, data: Any) -> None:
-        self.out.append(data)
-
-    def writelines(self, chunks: Any) -> None:
-        self.out.extend(chunks)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 async def protocol_peak_bytes(app: InferdApp, body: bytes, header_length: int) -> int:
     """Peak memory while uvicorn's protocol (inferd's subclass) parses the request from 64 KiB
     reads and the app answers it: the server's whole path after the socket, httptools and
@@ -139,7 +111,7 @@ async def protocol_peak_bytes(app: InferdApp, body: bytes, header_length: int) -
     reads = [raw[i : i + CHUNK] for i in range(0, len(raw), CHUNK)]  # as the socket gives them
     config = uvicorn.Config(app, http=HttpToolsCoalescingProtocol, lifespan="off")
     protocol = HttpToolsCoalescingProtocol(config, ServerState(), {})
-    transport = _KeepingTransport()
+    transport = MemoryTransport()
     protocol.connection_made(transport)
     await asyncio.sleep(0.05)
     gc.collect()
@@ -149,41 +121,28 @@ async def protocol_peak_bytes(app: InferdApp, body: bytes, header_length: int) -
         protocol.data_received(read)
         await asyncio.sleep(0)
     for _ in range(1000):
-        if transport.out:
+        if transport.calls:
             break
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.01)  # the body's write
     peak = tracemalloc.get_traced_memory()[1] - base
-    assert bytes(transport.out[0]).startswith(b"HTTP/1.1 200"), transport.out[:1]
+    assert bytes(transport.calls[0][0]).startswith(b"HTTP/1.1 200"), transport.calls[:1]
     return peak
 
 
-async def through_protocol(folder: Path) -> dict[int, float]:
+PeakBytes = Callable[[InferdApp, bytes, int], Awaitable[int]]
+
+
+async def copies_by_size(folder: Path, peak: PeakBytes) -> dict[int, float]:
+    """Median peak memory over three requests per payload size, in payloads, one app for all."""
     app = InferdApp(ModelManager(discover([folder])), ServerConfig())
     await app.manager.load()
     copies = {}
     tracemalloc.start()
     for mib in SIZES_MIB:
         body, hl = request_body(mib)
-        await protocol_peak_bytes(app, body, hl)  # warm-up
-        peaks = [await protocol_peak_bytes(app, body, hl) for _ in range(3)]
-        copies[mib] = statistics.median(peaks) / (mib * MIB)
-    tracemalloc.stop()
-    await app.manager.close()
-    return copies
-
-
-async def in_process(folder: Path) -> dict[int, float]:
-    app = InferdApp(ModelManager(discover([folder])), ServerConfig())
-    await app.manager.load()
-    copies = {}
-    tracemalloc.start()
-    for mib in SIZES_MIB:
-        body, hl = request_body(mib)
-        await peak_bytes(app, body, hl)  # warm-up
-        copies[mib] = statistics.median([await peak_bytes(app, body, hl) for _ in range(3)]) / (
-            mib * MIB
-        )
+        await peak(app, body, hl)  # warm-up
+        copies[mib] = statistics.median([await peak(app, body, hl) for _ in range(3)]) / (mib * MIB)
     tracemalloc.stop()
     await app.manager.close()
     return copies
@@ -221,8 +180,8 @@ def over_http(folder: Path, repeats: int = 20) -> dict[int, dict[str, float]]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = identity_repo(Path(tmp))
-        copies = asyncio.run(in_process(folder))
-        whole = asyncio.run(through_protocol(folder))
+        copies = asyncio.run(copies_by_size(folder, peak_bytes))
+        whole = asyncio.run(copies_by_size(folder, protocol_peak_bytes))
         http = over_http(folder)
     print("| payload | peak memory in the app / payload | the same through uvicorn's protocol "
           "| request over HTTP, ms | one memcpy, ms |")  # fmt: skip

@@ -155,9 +155,9 @@ async def served_throughput(
     url: str, prompts: list[list[int]], stream: bool = True, raw: bool = False
 ) -> dict[str, float]:
     """The requests sent at once, streamed or not: output tokens/s, and the median time to the
-    first token (streamed) or to the whole answer. ``raw``: streamed over plain HTTP instead of
-    through the ``openai`` client, whose parsing of every chunk takes CPU from the server."""
-    started = time.perf_counter()
+    first token (streamed) or to the whole answer. ``raw``: streamed through ``inferd bench``'s
+    lean client instead of the ``openai`` one, whose parsing of every chunk takes CPU from the
+    server."""
     if raw:
         endpoint = Endpoint.from_url(url)
         started = time.perf_counter()
@@ -242,7 +242,7 @@ def main() -> None:
     parser.add_argument(
         "--raw",
         action="store_true",
-        help="also stream the requests over plain HTTP (no openai client), each round",
+        help="also stream the requests through inferd bench's lean client, each round",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(

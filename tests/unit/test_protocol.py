@@ -1,6 +1,6 @@
 """The HTTP protocol writes a fixed-length response in one call; the rest is as uvicorn has it.
 
-uvicorn's own protocol class runs here, fed bytes directly, over a transport that records what
+uvicorn's own protocol class runs here, fed bytes directly, over a transport that keeps what
 is written: a newer uvicorn that writes differently fails these tests, not production.
 """
 
@@ -14,39 +14,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from inferd.server.protocol import HeadHoldingTransport, HttpToolsCoalescingProtocol
-
-
-class RecordingTransport(asyncio.Transport):
-    """Records each write call; everything else is a connected, open socket's answer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[list[bytes]] = []
-        self.closed = False
-
-    def write(self, data: Any) -> None:
-        self.calls.append([bytes(data)])
-
-    def writelines(self, chunks: Any) -> None:
-        self.calls.append([bytes(c) for c in chunks])
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def output(self) -> bytes:
-        return b"".join(b"".join(call) for call in self.calls)
+from inferd.server.testing import MemoryTransport
 
 
 async def _json_app(scope: Any, receive: Any, send: Any) -> None:
@@ -67,12 +35,12 @@ async def _streaming_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def _connect(app: Any) -> tuple[HttpToolsCoalescingProtocol, RecordingTransport]:
+async def _connect(app: Any) -> tuple[HttpToolsCoalescingProtocol, MemoryTransport]:
     config = uvicorn.Config(
         app, http=HttpToolsCoalescingProtocol, lifespan="off", log_level="error"
     )
     protocol = HttpToolsCoalescingProtocol(config, ServerState(), {})
-    transport = RecordingTransport()
+    transport = MemoryTransport()
     protocol.connection_made(transport)
     return protocol, transport
 
@@ -158,7 +126,7 @@ async def test_an_app_that_fails_after_the_head_still_flushes_and_closes() -> No
     [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"],
 )
 def test_only_a_fixed_length_head_is_held(first: bytes) -> None:
-    transport = RecordingTransport()
+    transport = MemoryTransport()
     holding = HeadHoldingTransport(transport, hold=True)
     holding.write(first)
     assert transport.calls == [[first]]
