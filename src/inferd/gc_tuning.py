@@ -1,9 +1,10 @@
 """The cyclic garbage collector, set for a server's allocation pattern.
 
-A server holds a few thousand short-lived containers at any moment (64 requests in flight keep
-about 1,300 alive), all freed by reference counting when each answer goes out. CPython's default
-first-generation threshold of 700 makes every such wave set off a collection that frees nothing
-and promotes the survivors; the promoted ones then set off full collections of the whole heap.
+A busy server holds more short-lived containers at any moment (dicts, futures, tasks of the
+requests in flight) than CPython's default first-generation threshold of 700, all freed by
+reference counting when each answer goes out. Each such wave sets off a collection that frees
+nothing and promotes the survivors; the promoted ones then set off full collections of the
+whole heap.
 Measured on the echo model at 64 clients: 2,300 collections in 8 s, 600 ms of the 8 s of CPU
 (7.5%), full collections 13 ms each, a pause every request waiting at that moment pays.
 """

@@ -23,7 +23,7 @@ def test_requests_in_flight_do_not_set_off_collections() -> None:
     tune_for_serving()
     assert gc.get_threshold() == (FIRST_GENERATION_THRESHOLD, 10, 10)
     collections = gc.get_stats()[0]["collections"]
-    # About what 64 requests in flight hold at once, allocated and then all freed.
+    # A wave of containers past the default threshold of 700, allocated and then all freed.
     wave = [{"request": i, "headers": [(b"a", b"b")]} for i in range(1_300)]
     del wave
     assert gc.get_stats()[0]["collections"] == collections
