@@ -11,6 +11,7 @@ from inferd.batching.batcher import Answer, BatcherConfig, DynamicBatcher
 from inferd.batching.capacity import FixedCapacity
 from inferd.batching.policy import BatchPolicy
 from inferd.batching.queue import QueueLimits
+from inferd.clock import FakeClock
 from inferd.errors import ModelError, Overloaded, RequestTimeout
 
 Tensors = dict[str, np.ndarray]
@@ -78,6 +79,45 @@ async def test_requests_arriving_while_busy_share_the_next_batch() -> None:
     assert runner.batches == [1, 5]
     for i, out in enumerate(results):
         np.testing.assert_array_equal(out.outputs["y"], [[2.0 * i]])
+    await batcher.close()
+
+
+async def test_rows_queued_behind_a_busy_replica_wait_the_delay_for_more_once_it_is_free() -> None:
+    """Closed-loop clients must not stay split into half-size cohorts (see batching/policy.py):
+    the delay counts from the moment the replica came free, not from the queued rows' arrival.
+    The fake clock decides every wait; the loop's real timers only re-check it."""
+    clock = FakeClock()
+    runner = FakeRunner()
+    runner.gate.clear()
+    policy = BatchPolicy(max_batch_size=4, max_queue_delay_s=0.010)
+    batcher = DynamicBatcher("m", runner, policy, FixedCapacity(1), clock=clock)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(rows(0, 4), 4))  # full: goes at once
+    while not runner.batches:
+        await asyncio.sleep(0)
+    queued = [asyncio.ensure_future(batcher.submit(rows(i, 1), 1)) for i in (4, 5)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    clock.advance(0.020)  # the queued rows have waited twice the delay when the replica frees
+    runner.gate.set()
+    await first
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert runner.batches == [4]  # arrival-time counting would have sent [4, 2]
+    more = [asyncio.ensure_future(batcher.submit(rows(i, 1), 1)) for i in (6, 7)]
+    answers = await asyncio.gather(*queued, *more)
+    assert runner.batches == [4, 4]
+    assert [a.outputs["y"][0, 0] for a in answers] == [8.0, 10.0, 12.0, 14.0]
+    # The delay still bounds the wait: once it has passed, a partial batch leaves.
+    late = asyncio.ensure_future(batcher.submit(rows(8, 1), 1))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert runner.batches == [4, 4]
+    clock.advance(0.011)
+    last = await batcher.submit(rows(9, 1), 1)  # its arrival wakes the loop to look again
+    await late
+    assert runner.batches == [4, 4, 2]
+    assert last.outputs["y"][0, 0] == 18.0
     await batcher.close()
 
 

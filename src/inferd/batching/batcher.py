@@ -240,9 +240,10 @@ class DynamicBatcher:
             if not await self._capacity.acquire(timeout=self._poll_timeout()):
                 self._drop_abandoned()  # nothing may run now; let expired requests go
                 continue
+            free_since = self._clock.now()
             try:
-                await self._wait_for_fill()
-                self._dispatch()
+                await self._wait_for_fill(free_since)
+                self._dispatch(free_since)
             except BaseException:
                 self._capacity.release()
                 raise
@@ -255,11 +256,11 @@ class DynamicBatcher:
         while not len(self._queue):
             await self._sleep(_IDLE_POLL_S)
 
-    async def _wait_for_fill(self) -> None:
+    async def _wait_for_fill(self, free_since: float) -> None:
         while len(self._queue):
             oldest = self._queue.oldest_arrival()
             now = self._clock.now()
-            wait = self._policy.wait_before_dispatch(self._queue.rows, oldest, now)
+            wait = self._policy.wait_before_dispatch(self._queue.rows, oldest, now, free_since)
             if wait <= 0.0:
                 return
             await self._sleep(wait)
@@ -288,12 +289,12 @@ class DynamicBatcher:
         # A request whose caller has gone (deadline passed, client disconnected) is not computed.
         self._queue.remove_if(lambda e: e.ticket.future.done())
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, free_since: float) -> None:
         # A method of its own so that no local in the long-lived loop keeps the last batch
         # (its inputs and outputs) alive while the model sits idle.
         self._drop_abandoned()
         rows = self._policy.take_rows(
-            self._queue.rows, self._queue.oldest_arrival(), self._clock.now()
+            self._queue.rows, self._queue.oldest_arrival(), self._clock.now(), free_since
         )
         batch = self._queue.take(rows if self._config.batched else 1, self._config.max_batch_bytes)
         if not batch:

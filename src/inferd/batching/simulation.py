@@ -51,7 +51,7 @@ def simulate(policy: DispatchPolicy, load: Workload) -> Outcome:
     running: list[float] = []
     latencies: list[float] = []
     sizes: list[int] = []
-    now, busy, compute, left = 0.0, 0.0, 0.0, load.requests
+    now, busy, compute, left, free_since = 0.0, 0.0, 0.0, load.requests, 0.0
     next_arrival, done_at, wake = rng.expovariate(load.rate), math.inf, math.inf
     while len(latencies) < load.requests:
         now = min(next_arrival, done_at, wake)
@@ -60,7 +60,7 @@ def simulate(policy: DispatchPolicy, load: Workload) -> Outcome:
             for arrival in running:
                 latencies.append(now - arrival)
                 policy.on_request_done(now - arrival)
-            running, done_at = [], math.inf
+            running, done_at, free_since = [], math.inf, now
         elif now == next_arrival:
             queue.append(now)
             policy.on_arrival(now, 1)
@@ -69,11 +69,11 @@ def simulate(policy: DispatchPolicy, load: Workload) -> Outcome:
         wake = math.inf
         if running or not queue:
             continue
-        wait = policy.wait_before_dispatch(len(queue), queue[0], now)
+        wait = policy.wait_before_dispatch(len(queue), queue[0], now, free_since)
         if now + wait > now:  # a wait too small to move the clock is a dispatch
             wake = now + wait
             continue
-        take = policy.take_rows(len(queue), queue[0], now)
+        take = policy.take_rows(len(queue), queue[0], now, free_since)
         running = [queue.popleft() for _ in range(min(len(queue), take))]
         compute = (load.a_s + load.b_s * len(running)) * rng.uniform(
             1 - load.jitter, 1 + load.jitter

@@ -199,12 +199,20 @@ class SloController:
             return limit
         return min(limit, max(self._slo_rows(), self._stable_rows()))
 
-    def take_rows(self, pending_rows: int, oldest_arrival: float, now: float) -> int:
+    def take_rows(
+        self, pending_rows: int, oldest_arrival: float, now: float, free_since: float = -math.inf
+    ) -> int:
         """Rows the batch dispatched now takes: ``max_rows()`` (the batcher's policy protocol)."""
         return self.max_rows()
 
-    def wait_before_dispatch(self, pending_rows: int, oldest_arrival: float, now: float) -> float:
-        """Seconds to keep waiting for more rows; 0.0 means dispatch now."""
+    def wait_before_dispatch(
+        self, pending_rows: int, oldest_arrival: float, now: float, free_since: float = -math.inf
+    ) -> float:
+        """Seconds to keep waiting for more rows; 0.0 means dispatch now.
+
+        ``free_since`` is not used: the plan is made from the oldest request's true age, which
+        is what its latency target counts.
+        """
         limit = self.max_rows()
         if self._fit.batches < _WARMUP_BATCHES or pending_rows >= limit or pending_rows <= 0:
             return 0.0

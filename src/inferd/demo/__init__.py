@@ -28,7 +28,7 @@ from inferd.demo.data import held_out_digits
 
 __all__ = ["DEMO_VERSION", "demo_repository", "held_out_digits", "version_tag"]
 
-DEMO_VERSION: Final = 3
+DEMO_VERSION: Final = 4
 """Bump whenever a demo model or its config changes, so old caches are not reused."""
 LLM_PACKAGES: Final = ("torch", "transformers", "tokenizers", "jinja2")
 """What training the demo LLM needs (the slim install has none of them)."""

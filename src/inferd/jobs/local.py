@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import threading
@@ -39,10 +40,14 @@ class RowsPolicy:
     def max_rows(self) -> int:
         return self.rows
 
-    def wait_before_dispatch(self, pending_rows: int, oldest_arrival: float, now: float) -> float:
+    def wait_before_dispatch(
+        self, pending_rows: int, oldest_arrival: float, now: float, free_since: float = -math.inf
+    ) -> float:
         return 0.0
 
-    def take_rows(self, pending_rows: int, oldest_arrival: float, now: float) -> int:
+    def take_rows(
+        self, pending_rows: int, oldest_arrival: float, now: float, free_since: float = -math.inf
+    ) -> int:
         return self.rows
 
     def on_arrival(self, now: float, rows: int) -> None:
