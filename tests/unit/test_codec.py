@@ -157,6 +157,32 @@ def test_nested_json_data_is_flattened() -> None:
     assert_same(inputs["c"], np.array([1, 2, 3, 4], np.float32))
 
 
+@given(
+    st.sampled_from(["FP32", "FP64"]),
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False, width=32),
+            st.floats(-1e300, 1e300),
+            st.integers(-(2**63), 2**64 - 1),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_flat_float_data_decodes_as_numpy_would(datatype: str, data: list[Any]) -> None:
+    """The fast path (``struct``) for flat FP32/FP64 lists agrees with the general one."""
+    body = request(tensor("x", datatype, (len(data),), data=data))
+    if all(isinstance(v, bool) for v in data):
+        with pytest.raises(InvalidRequest, match="must be numbers"):
+            decode_request(body, None)
+        return
+    dtype = np.float32 if datatype == "FP32" else np.float64
+    with np.errstate(over="ignore"):  # past FP32's range both paths give inf
+        expected = np.asarray(data).astype(dtype)
+        assert_same(decode_request(body, None).inputs["x"], expected)
+
+
 def test_json_accepts_integral_floats_for_integers_and_ints_for_floats() -> None:
     body = request(
         tensor("a", "INT8", data=[1.0, -2.0]),

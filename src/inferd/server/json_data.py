@@ -8,6 +8,7 @@ orjson writes directly with ``OPT_SERIALIZE_NUMPY``.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -38,6 +39,9 @@ def array_from_json(name: str, datatype: str, shape: list[int], data: Any) -> ND
     count = math.prod(shape)
     if datatype == "BYTES":
         return _json_bytes(name, shape, count, data)
+    packed = _packed_floats(datatype, count, data)
+    if packed is not None:
+        return packed.reshape(shape)
     try:
         raw = np.asarray(data)
     except (ValueError, TypeError):
@@ -51,6 +55,28 @@ def array_from_json(name: str, datatype: str, shape: list[int], data: Any) -> ND
     if count:
         raw = _checked(name, datatype, raw, data)
     return raw.astype(WIRE_DTYPES[datatype], copy=False).reshape(shape)
+
+
+_STRUCT_CODES: Final = {"FP32": "f", "FP64": "d"}
+
+
+def _packed_floats(datatype: str, count: int, data: list[Any]) -> NDArray[Any] | None:
+    """A flat list of numbers as FP32/FP64, through ``struct``: about 2x faster than
+    ``np.asarray`` (one C loop, no float64 array in between), for the common request.
+
+    None sends anything else to the general path, which names what is wrong: a nested list, a
+    wrong count, a value out of range, a non-number. A list of bools is sent there too (its
+    first element says so): ``struct`` would read them as 0 and 1, the general path refuses.
+    """
+    code = _STRUCT_CODES.get(datatype)
+    if code is None or not count or len(data) != count or type(data[0]) is bool:
+        return None
+    out = np.empty(count, dtype=WIRE_DTYPES[datatype])  # writable, as np.asarray's would be
+    try:
+        struct.pack_into(f"<{count}{code}", out.data, 0, *data)
+    except (struct.error, OverflowError, TypeError):
+        return None
+    return out
 
 
 def _checked(name: str, datatype: str, raw: NDArray[Any], data: list[Any]) -> NDArray[Any]:
