@@ -599,6 +599,33 @@ def test_a_full_queue_sheds_with_503_and_retry_after(server: ServerProcess) -> N
     assert shed_after == shed_before + len(shed)
 
 
+def test_a_deadline_in_a_header_is_shed_before_the_body_is_read(server: ServerProcess) -> None:
+    """With the deadline in the ``inferd-timeout-ms`` header, a request the queue already rules
+    out is refused on its headers: the 503 comes back although the body is never sent."""
+    with httpx.Client(base_url=server.url, timeout=20.0) as c:
+        c.post("/v2/models/tiny_queue/infer", json=request([[0.0]]))  # learns: 0.2 s a row
+        shed_before = metric(server.url, "inferd_shed_total", model="tiny_queue") or 0
+        with ThreadPoolExecutor(4) as pool:  # one computing, three queued: 0.6 s of work
+            busy = [
+                pool.submit(c.post, "/v2/models/tiny_queue/infer", json=request([[float(v)]]))
+                for v in range(1, 5)
+            ]
+            time.sleep(0.1)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+                raw.sendall(
+                    b"POST /v2/models/tiny_queue/infer HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\ninferd-timeout-ms: 100\r\n"
+                    b"Content-Length: 100000\r\n\r\n"  # and no body at all
+                )
+                head = raw.recv(65536).decode()
+            answers = [f.result(timeout=30) for f in busy]
+    assert head.startswith("HTTP/1.1 503"), head
+    assert "retry-after:" in head.lower() and "deadline of 100 ms" in head, head
+    assert [r.status_code for r in answers] == [200] * 4
+    shed_after = metric(server.url, "inferd_shed_total", model="tiny_queue")
+    assert shed_after == shed_before + 1
+
+
 # --- 7. autoscaling end to end ------------------------------------------------------------------
 
 

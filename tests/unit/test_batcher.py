@@ -346,6 +346,29 @@ async def test_a_request_that_cannot_make_its_deadline_is_shed_at_once() -> None
     await batcher.close()
 
 
+async def test_admission_can_be_checked_before_a_request_is_read() -> None:
+    """What the front end asks before reading a body: would any request with this deadline be
+    shed? Only the queue ahead counts (the request's own rows are not known yet)."""
+    runner = FakeRunner()
+    batcher = make(runner, 1)
+    batcher.start()
+    batcher.check_admission(0.001)  # nothing queued: never refused
+    await batcher.submit(rows(0, 1), 1)
+    batcher._rows_per_s = 100.0  # one row takes 10 ms
+    runner.gate.clear()
+    busy = [asyncio.ensure_future(batcher.submit(rows(i, 1), 1)) for i in range(6)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    with pytest.raises(Overloaded, match="past this request's deadline of 20 ms"):
+        batcher.check_admission(0.020)  # 5 rows queued = 50 ms of work > 3/4 of 20 ms
+    batcher.check_admission(0.100)  # 50 ms < 75 ms: may come in
+    batcher.check_admission(None)  # the default deadline, 60 s
+    runner.gate.set()
+    await asyncio.gather(*busy)
+    assert runner.batches == [1] * 7  # checking admitted or refused nothing by itself
+    await batcher.close()
+
+
 async def test_a_non_idempotent_model_never_computes_a_failed_batch_again() -> None:
     runner = FakeRunner(fail_on=3.0)
     config = BatcherConfig(idempotent=False)

@@ -174,6 +174,12 @@ class DynamicBatcher:
         self._policy.on_request_done(self._clock.now() - now)
         return _join(parts)
 
+    def check_admission(self, timeout_s: float | None) -> None:
+        """Raise ``Overloaded`` if the work queued ahead already runs past what a request with
+        this deadline may wait, whatever its own size: the caller can refuse it before reading
+        its body."""
+        self._admit(0, timeout_s if timeout_s is not None else self._config.default_timeout_s)
+
     def _admit(self, rows: int, timeout: float) -> None:
         """Shed at once a request that would wait past its deadline.
 

@@ -202,6 +202,21 @@ class ServedModel:
             self.ongoing -= 1
             self._observe(outcome, time.monotonic() - started, rows, answer, priority, options)
 
+    def admit_early(self, options: RequestOptions) -> None:
+        """Refuse now (``Overloaded``, counted as shed) a request whose deadline the queue
+        ahead already rules out, before its body is read: under overload a refusal then costs
+        the front end a header, not a body."""
+        if self.batcher is None or not self.ready:
+            return
+        try:
+            self.batcher.check_admission(options.timeout_s)
+        except Overloaded as e:
+            priority = options.priority or (
+                self.config.batching.default_priority if self.config else 1
+            )
+            self._observe(_outcome(e), 0.0, 0, None, priority, options)
+            raise
+
     def _observe(
         self,
         outcome: str,

@@ -68,6 +68,10 @@ def repository_index(manager: ModelManager) -> Response:
 
 async def infer(request: Request, model: ServedModel) -> Response:
     """Decode, validate, batch, compute and encode one infer request."""
+    if b"inferd-timeout-ms" in request.headers:
+        # The deadline came before the body: if the queue already rules it out, refuse now
+        # and never read the body (overload then costs the front end little per request).
+        model.admit_early(request_options(request, {}))
     body = await request.body()
     decoded = decode_request(body, _header_length(request))
     options = request_options(request, decoded.parameters)
