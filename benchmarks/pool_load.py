@@ -8,9 +8,11 @@ core 0. Parts:
             as exported and with its weights packed as inferd packs them
   single    one row per JSON request, 64 keep-alive clients (wrk): textbook vs inferd,
             alternating, --rounds times (the figure: the median of the per-round ratios)
-  binary    64 rows per request through the binary extension (wrk): rows/s vs raw at batch 64
+  binary    per round: the raw model at batch 64, then 64 rows per request through the binary
+            extension (wrk, 2 and 8 clients): the median of the rounds' served / raw
   overload  per round: the capacity (closed loop), then open-loop Poisson arrivals at twice it,
-            deadline 1 s (the figure: the median of the rounds' goodput / capacity)
+            deadline 1 s in the body, then in a header (the figure: the median of the rounds'
+            goodput / capacity)
   slo       a fixed request rate against delay 0, a large fixed delay, and SLO mode
 """
 
@@ -24,6 +26,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -73,33 +76,46 @@ def binary_body(rows: int, timeout_us: int | None = None) -> tuple[bytes, dict[s
     return header + data.tobytes(), headers
 
 
-def raw_throughput(pt2: Path, seconds: float, packed: bool = False) -> dict[int, float]:
-    """Rows/s of the model itself, in this process, on the server's core, one thread;
-    ``packed``: with its linear weights packed as inferd's torch backend packs them."""
+def raw_module(pt2: Path, packed: bool = False) -> Any:
+    """The model itself, loaded in this process; ``packed``: its linear weights packed as
+    inferd's torch backend packs them."""
     import torch
 
     from inferd.backends.torch_packing import pack_model
 
-    saved = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {int(SERVER_CORE)})
-    torch.set_num_threads(1)
     module = torch.export.load(str(pt2)).module()
     if packed:
         pack_model(module)
-    out = {}
+    return module
+
+
+def raw_rows_per_s(module: Any, batch: int, seconds: float) -> float:
+    """Rows/s of ``module`` at ``batch`` rows, in this process on the server's core, one
+    thread (the server, idle meanwhile, shares that core)."""
+    import torch
+
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(SERVER_CORE)})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         with torch.inference_mode():
-            for batch in (1, 8, 32, 64, 128, 256):
-                x = torch.randn(batch, 512)
+            x = torch.randn(batch, 512)
+            module(x)
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
                 module(x)
-                n, start = 0, time.perf_counter()
-                while time.perf_counter() - start < seconds / 6:
-                    module(x)
-                    n += 1
-                out[batch] = n * batch / (time.perf_counter() - start)
+                n += 1
+            return n * batch / (time.perf_counter() - start)
     finally:
+        torch.set_num_threads(threads)
         os.sched_setaffinity(0, saved)
-    return out
+
+
+def raw_throughput(pt2: Path, seconds: float, packed: bool = False) -> dict[int, float]:
+    """Rows/s of the model itself by batch size (see ``raw_rows_per_s``)."""
+    module = raw_module(pt2, packed)
+    return {b: raw_rows_per_s(module, b, seconds / 6) for b in (1, 8, 32, 64, 128, 256)}
 
 
 def variant(mlp: Path, root: Path, name: str, batching: str) -> Path:
@@ -144,15 +160,38 @@ def single_row(mlp: Path, seconds: float, rounds: int) -> list[dict[str, object]
     return out
 
 
-def binary_64(mlp: Path, seconds: float) -> dict[str, object]:
+def binary_64(mlp: Path, seconds: float, rounds: int) -> list[dict[str, object]]:
+    """Per round: the raw model at batch 64 (as exported, and packed as inferd serves it), then
+    64-row binary requests from 2 and 8 clients, seconds apart: a raw figure from a minute
+    earlier once put the served rows/s at 154% of it."""
     body, headers = binary_body(64)
+    exported, packed = raw_module(mlp / "model.pt2"), raw_module(mlp / "model.pt2", True)
     server = inferd_server([mlp])
+    out: list[dict[str, object]] = []
     try:
         url = server.url + "/v2/models/mlp/infer"
         wrk(url, body, 4, 2, headers)
-        return {f"c{c}": wrk(url, body, c, seconds, headers) for c in (2, 8)}
+        for index in range(rounds):
+            raw = {
+                "exported": raw_rows_per_s(exported, 64, seconds / 2),
+                "packed": raw_rows_per_s(packed, 64, seconds / 2),
+            }
+            served = {f"c{c}": wrk(url, body, c, seconds, headers) for c in (2, 8)}
+            out.append({"raw_rows_per_s": raw, **served})
+            shares = ", ".join(
+                f"{key} {r.requests_per_s * 64:,.0f} rows/s = "
+                f"{r.requests_per_s * 64 / raw['exported']:.0%} of exported / "
+                f"{r.requests_per_s * 64 / raw['packed']:.0%} of packed (p99 {r.p99_ms:.0f} ms)"
+                for key, r in served.items()
+            )
+            print(
+                f"round {index + 1}, 64 rows/request binary: raw at batch 64 "
+                f"{raw['exported']:,.0f} rows/s exported, {raw['packed']:,.0f} packed; {shares}",
+                flush=True,
+            )
     finally:
         server.stop()
+    return out
 
 
 def _pin_client() -> None:
@@ -161,10 +200,17 @@ def _pin_client() -> None:
 
 def overload(mlp: Path, seconds: float, rounds: int) -> list[dict[str, object]]:
     """Per round: the capacity (closed loop, 64-row binary requests, the better of 2 and 8
-    clients), then open-loop Poisson arrivals at twice it, each with a 1 s deadline. One server
-    throughout, and each round's capacity taken just before its overload: the VM's speed drifts
-    within minutes, and a capacity from a minute earlier moved the ratio by +-15%."""
-    body, headers = binary_body(64, timeout_us=1_000_000)
+    clients), then open-loop Poisson arrivals at twice it, each with a 1 s deadline, sent two
+    ways: in the body (``parameters.timeout``) and in the ``inferd-timeout-ms`` header, which
+    lets the server shed before reading the body. One server throughout, and each round's
+    capacity taken just before its overload: the VM's speed drifts within minutes, and a
+    capacity from a minute earlier moved the ratio by +-15%."""
+    body, headers = binary_body(64)
+    in_body, body_headers = binary_body(64, timeout_us=1_000_000)
+    ways = {
+        "parameter": (in_body, body_headers),
+        "header": (body, {**headers, "inferd-timeout-ms": "1000"}),
+    }
     server = inferd_server([mlp])
     out: list[dict[str, object]] = []
     try:
@@ -172,17 +218,23 @@ def overload(mlp: Path, seconds: float, rounds: int) -> list[dict[str, object]]:
         wrk(url, body, 4, 2, headers)
         for index in range(rounds):
             capacity = max(wrk(url, body, c, seconds, headers).requests_per_s for c in (2, 8))
-            result = asyncio.run(run_open_loop(url, body, headers, 2 * capacity, seconds, 1.0))
-            summary = result.summary()
-            out.append({"capacity_rps": capacity, "offered_rps": 2 * capacity, **summary})
-            print(
-                f"round {index + 1}, overload: capacity {capacity:.1f} req/s, offered "
-                f"{2 * capacity:.1f}, goodput {summary['goodput_per_s']:.1f} "
-                f"({summary['goodput_per_s'] / capacity:.0%}); 503 {summary['shed_503']}, "
-                f"504 {summary['timeout_504']}, late {summary['ok_late']}, "
-                f"errors {summary['other_errors']}, hung {summary['hung']}",
-                flush=True,
-            )
+            row: dict[str, object] = {"capacity_rps": capacity, "offered_rps": 2 * capacity}
+            for way, (payload, fields) in ways.items():
+                result = asyncio.run(
+                    run_open_loop(url, payload, fields, 2 * capacity, seconds, 1.0)
+                )
+                summary = result.summary()
+                row[way] = summary
+                print(
+                    f"round {index + 1}, overload, deadline in the {way}: capacity "
+                    f"{capacity:.1f} req/s, offered {2 * capacity:.1f}, goodput "
+                    f"{summary['goodput_per_s']:.1f} ({summary['goodput_per_s'] / capacity:.0%}); "
+                    f"503 {summary['shed_503']}, 504 {summary['timeout_504']}, "
+                    f"late {summary['ok_late']}, errors {summary['other_errors']}, "
+                    f"hung {summary['hung']}",
+                    flush=True,
+                )
+            out.append(row)
     finally:
         server.stop()
     return out
@@ -238,7 +290,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--only", nargs="*", default=["raw", "single", "binary", "overload", "slo"])
     parser.add_argument(
-        "--rounds", type=int, default=1, help="rounds of the single-row and overload parts"
+        "--rounds", type=int, default=1, help="rounds of the single, binary and overload parts"
     )
     parser.add_argument("--slo-rate", type=float, default=250.0, help="requests/s of 8 rows")
     parser.add_argument("--slo-target-ms", type=float, default=40.0)
@@ -260,24 +312,27 @@ def main() -> None:
             f"median {statistics.median(ratios):.2f}x"
         )
     if "binary" in args.only:
-        results["binary_64"] = binary = binary_64(mlp, args.seconds)
-        for key, r in binary.items():
-            rows = r.requests_per_s * 64  # type: ignore[attr-defined]
-            ref = results.get("raw_rows_per_s", {}).get(64)  # type: ignore[union-attr]
-            ref_packed = results.get("raw_packed_rows_per_s", {}).get(64)  # type: ignore[union-attr]
-            share = f", {rows / ref:.0%} of raw batch-64" if ref else ""
-            share += f", {rows / ref_packed:.0%} of raw packed" if ref_packed else ""
-            print(
-                f"64 rows/request binary, {key}: {rows:,.0f} rows/s{share}, p99 {r.p99_ms:.1f} ms"
-            )  # type: ignore[attr-defined]
+        results["binary_64"] = binary = binary_64(mlp, args.seconds, args.rounds)
+        for key in ("c2", "c8"):
+            for ref in ("exported", "packed"):
+                shares = [
+                    r[key].requests_per_s * 64 / r["raw_rows_per_s"][ref]  # type: ignore[index,attr-defined]
+                    for r in binary
+                ]
+                median = statistics.median(shares)
+                print(
+                    f"64 rows/request binary, {key}, share of the raw model {ref} per round: "
+                    f"{', '.join(f'{x:.0%}' for x in shares)}; median {median:.0%}"
+                )
     _pin_client()
     if "overload" in args.only:
         results["overload"] = over = overload(mlp, args.seconds, args.rounds)
-        shares = [r["goodput_per_s"] / r["capacity_rps"] for r in over]  # type: ignore[operator]
-        print(
-            f"overload, goodput / capacity per round: {', '.join(f'{x:.0%}' for x in shares)}; "
-            f"median {statistics.median(shares):.0%}"
-        )
+        for way in ("parameter", "header"):
+            shares = [r[way]["goodput_per_s"] / r["capacity_rps"] for r in over]  # type: ignore[index,operator]
+            print(
+                f"overload, deadline in the {way}, goodput / capacity per round: "
+                f"{', '.join(f'{x:.0%}' for x in shares)}; median {statistics.median(shares):.0%}"
+            )
     if "slo" in args.only:
         results["slo"] = slo = slo_comparison(
             mlp, root, args.slo_rate, args.slo_target_ms, args.seconds
