@@ -32,7 +32,17 @@ import httpx
 import numpy as np
 import orjson
 
-from benchmarks.harness import CLIENT_CORE, SERVER_CORE, inferd_server, save, textbook_server, wrk
+from benchmarks.harness import (
+    CLIENT_CORE,
+    SERVER_CORE,
+    Server,
+    cpu_seconds,
+    descendants,
+    inferd_server,
+    save,
+    textbook_server,
+    wrk,
+)
 from benchmarks.openloop import run_open_loop
 from inferd.demo import demo_repository
 
@@ -217,18 +227,25 @@ def overload(mlp: Path, seconds: float, rounds: int) -> list[dict[str, object]]:
         url = server.url + "/v2/models/mlp/infer"
         wrk(url, body, 4, 2, headers)
         for index in range(rounds):
-            capacity = max(wrk(url, body, c, seconds, headers).requests_per_s for c in (2, 8))
-            row: dict[str, object] = {"capacity_rps": capacity, "offered_rps": 2 * capacity}
+            with CoreShare(server) as at_capacity:
+                capacity = max(wrk(url, body, c, seconds, headers).requests_per_s for c in (2, 8))
+            row: dict[str, object] = {
+                "capacity_rps": capacity,
+                "offered_rps": 2 * capacity,
+                "capacity_core_share": at_capacity.shares,
+            }
             for way, (payload, fields) in ways.items():
-                result = asyncio.run(
-                    run_open_loop(url, payload, fields, 2 * capacity, seconds, 1.0)
-                )
+                with CoreShare(server) as share:
+                    result = asyncio.run(
+                        run_open_loop(url, payload, fields, 2 * capacity, seconds, 1.0)
+                    )
                 summary = result.summary()
-                row[way] = summary
+                row[way] = {**summary, "core_share": share.shares}
                 print(
                     f"round {index + 1}, overload, deadline in the {way}: capacity "
-                    f"{capacity:.1f} req/s, offered {2 * capacity:.1f}, goodput "
-                    f"{summary['goodput_per_s']:.1f} ({summary['goodput_per_s'] / capacity:.0%}); "
+                    f"{capacity:.1f} req/s ({at_capacity}), offered {2 * capacity:.1f}, goodput "
+                    f"{summary['goodput_per_s']:.1f} ({summary['goodput_per_s'] / capacity:.0%}; "
+                    f"{share}); "
                     f"503 {summary['shed_503']}, 504 {summary['timeout_504']}, "
                     f"late {summary['ok_late']}, errors {summary['other_errors']}, "
                     f"hung {summary['hung']}",
@@ -238,6 +255,35 @@ def overload(mlp: Path, seconds: float, rounds: int) -> list[dict[str, object]]:
     finally:
         server.stop()
     return out
+
+
+class CoreShare:
+    """The share of a core the server's front end and its replicas used over a ``with`` block
+    (CPU seconds from ``/proc`` over wall seconds)."""
+
+    def __init__(self, server: Server) -> None:
+        self._front = server.proc.pid
+        self._replicas = descendants(self._front)
+        self.shares: dict[str, float] = {}
+
+    def __enter__(self) -> CoreShare:
+        self._start = time.perf_counter()
+        self._cpu = self._read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self._start
+        end = self._read()
+        self.shares = {k: (end[k] - self._cpu[k]) / wall for k in end}
+
+    def _read(self) -> dict[str, float]:
+        return {
+            "front_end": cpu_seconds(self._front),
+            "replicas": sum(cpu_seconds(p) for p in self._replicas),
+        }
+
+    def __str__(self) -> str:
+        return f"front end {self.shares['front_end']:.0%}, replicas {self.shares['replicas']:.0%}"
 
 
 def _batch_stats(url: str, model: str) -> tuple[float, float]:

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from benchmarks.harness import CLIENT_CORE, Server, free_port, save
+from benchmarks.harness import CLIENT_CORE, Server, cpu_seconds, free_port, save
 from benchmarks.serving_overhead import model_time_ms
 from inferd.demo import demo_repository
 
@@ -106,12 +106,6 @@ async def saturated(ws: ClientConnection, seconds: float, pid: int) -> tuple[flo
     cpu = cpu_seconds(pid) - cpu_before
     reader.cancel()
     return sent / elapsed, cpu / sent * 1e6
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(url: str, pid: int, rate: float, seconds: float, deflate: bool) -> StreamResult:
