@@ -96,7 +96,7 @@ class Sampler:
         logits = apply_penalties(logits, params, histories)
         _apply_temperature(logits, params)
         logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs for p in params) else None
-        token_ids = logits.argmax(dim=-1)
+        token_ids = _argmax(logits)
         if not all(p.is_greedy for p in params):
             sampled = self._draw(_truncate(logits, params), params, histories)
             greedy = torch.tensor([p.is_greedy for p in params], device=logits.device)
@@ -135,7 +135,7 @@ class Sampler:
                 noise[i].exponential_(generator=gen)
         # Exp(1) noise can be exactly 0; the floor keeps p / q finite (p <= 1 cannot overflow).
         noise.clamp_min_(torch.finfo(noise.dtype).tiny)
-        return probs.div_(noise).argmax(dim=-1)
+        return _argmax(probs.div_(noise))
 
     def _seeded_generator(self, device: torch.device) -> torch.Generator:
         # One per device is enough: it is reseeded before every row that uses it.
@@ -244,3 +244,14 @@ def _with_logprobs(
                 zip(row_ids[: p.top_logprobs], row_values[: p.top_logprobs], strict=True)
             )
     return SamplerOutput(token_ids.tolist(), chosen.tolist(), top)
+
+
+def _argmax(x: torch.Tensor) -> torch.Tensor:
+    """Each row's index of its largest value (the first, on ties; NaN counts as largest).
+
+    On CPU through numpy: torch's CPU argmax over 32,000-wide rows took 1.35 ms for 32 rows,
+    numpy's 0.17 ms, about 2% of a decode step of the benchmark model.
+    """
+    if x.device.type != "cpu":
+        return x.argmax(dim=-1)
+    return torch.from_numpy(x.numpy().argmax(axis=-1))

