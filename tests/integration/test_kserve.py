@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
 
 from inferd.demo import held_out_digits
 from tests.integration.server import ServerProcess
@@ -103,6 +104,22 @@ def test_model_metadata_is_read_from_the_models(client: triton.InferenceServerCl
     assert {o["name"] for o in meta["outputs"]} == {"label", "probabilities"}
     onnx_meta = client.get_model_metadata("digits_onnx", model_version="1")
     assert onnx_meta["outputs"][0]["shape"] == [-1, 10]
+
+
+def test_model_config_is_tritons_document(client: triton.InferenceServerClient) -> None:
+    """tritonclient's get_model_config: Triton's fields, dims without the batch axis."""
+    config = client.get_model_config("mlp")
+    assert config["name"] == "mlp" and config["backend"] == "torch"
+    assert config["max_batch_size"] == 64
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [512]}]
+    assert config["output"] == [{"name": "output", "data_type": "TYPE_FP32", "dims": [10]}]
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 1000
+    assert config["instance_group"][0]["count"] == 1
+    assert config["parameters"]["precision"] == {"string_value": "fp32"}
+    versioned = client.get_model_config("digits_onnx", model_version="1")
+    assert versioned["input"][0]["dims"] == [64]
+    with pytest.raises(InferenceServerException, match=r"404.*unknown model 'nope'"):
+        client.get_model_config("nope")
 
 
 @pytest.mark.parametrize("binary", [False, True])

@@ -142,6 +142,9 @@ class InferdApp:
             case ["ready"]:
                 _expect(request, "GET")
                 return kserve.model_ready(model)
+            case ["config"]:
+                _expect(request, "GET")
+                return kserve.model_config(model)
         raise NotFound(f"no route {request.method} {request.path}; see /docs for the API")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

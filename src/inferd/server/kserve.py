@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from inferd.batching.batcher import Answer
-from inferd.errors import InvalidRequest, ModelError
+from inferd.errors import InvalidRequest, ModelError, ModelNotReady
 from inferd.replicas.manager import ModelManager, RequestOptions, ServedModel
 from inferd.server.codec import (
     InferRequest,
@@ -19,6 +19,7 @@ from inferd.server.codec import (
     encode_response,
 )
 from inferd.server.http import Request, Response, json_response, watch_disconnect
+from inferd.server.model_config import triton_model_config
 from inferd.version import __version__
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -41,6 +42,13 @@ def server_metadata() -> Response:
 
 def model_metadata(model: ServedModel) -> Response:
     return json_response(200, model.metadata())
+
+
+def model_config(model: ServedModel) -> Response:
+    """Triton's model configuration extension (what tritonclient's ``get_model_config`` reads)."""
+    if model.config is None:
+        raise ModelNotReady(model.not_ready_reason())
+    return json_response(200, triton_model_config(model.config))
 
 
 def model_ready(model: ServedModel) -> Response:

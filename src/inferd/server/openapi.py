@@ -96,6 +96,14 @@ _PATHS: dict[str, dict[str, Any]] = {
     "/v2/models/{model}/ready": {
         "get": _op("Model readiness", "200 when the model serves; 503 with the reason otherwise.")
     },
+    "/v2/models/{model}/config": {
+        "get": _op(
+            "Model configuration",
+            "Triton's model configuration document (tritonclient's get_model_config): batch "
+            "size, tensors without the batch axis, dynamic batching, instances; inferd's own "
+            "settings under parameters.",
+        )
+    },
     "/v2/models/{model}/infer": {
         "post": _op(
             "Inference",
@@ -106,6 +114,7 @@ _PATHS: dict[str, dict[str, Any]] = {
     },
     "/v2/models/{model}/versions/{version}": {"get": _op("Model metadata (versioned)")},
     "/v2/models/{model}/versions/{version}/ready": {"get": _op("Model readiness (versioned)")},
+    "/v2/models/{model}/versions/{version}/config": {"get": _op("Model configuration (versioned)")},
     "/v2/models/{model}/versions/{version}/infer": {
         "post": _op("Inference (versioned)", body=_INFER_BODY)
     },
