@@ -122,6 +122,24 @@ def test_model_config_is_tritons_document(client: triton.InferenceServerClient) 
         client.get_model_config("nope")
 
 
+def test_inference_statistics_count_what_was_served(client: triton.InferenceServerClient) -> None:
+    """tritonclient's get_inference_statistics: Triton's statistics extension."""
+    before = client.get_inference_statistics("echo")["model_stats"][0]
+    x = np.ones((2, 16), np.float32)
+    for _ in range(3):
+        client.infer("echo", [_input("input", x, binary=True)])
+    after = client.get_inference_statistics("echo")["model_stats"][0]
+    assert after["name"] == "echo" and after["version"] == "1"
+    success = after["inference_stats"]["success"]
+    assert success["count"] == before["inference_stats"]["success"]["count"] + 3
+    assert success["ns"] > before["inference_stats"]["success"]["ns"]
+    assert after["inference_count"] >= before["inference_count"] + 6  # rows
+    assert after["last_inference"] > 0
+    assert any(b["batch_size"] == 2 for b in after["batch_stats"])
+    everything = client.get_inference_statistics()["model_stats"]
+    assert {"echo", "mlp", "digits_onnx"} <= {m["name"] for m in everything}
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_echo_returns_its_input(client: triton.InferenceServerClient, binary: bool) -> None:
     data = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)

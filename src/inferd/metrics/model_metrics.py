@@ -10,9 +10,12 @@ loop); Prometheus families and windowed figures are built when read.
 
 from __future__ import annotations
 
+import time
+
 from inferd.clock import Clock
 from inferd.metrics.cost import CostMeter
 from inferd.metrics.exposition import Exposition
+from inferd.metrics.inference_stats import InferenceStats
 from inferd.metrics.instruments import (
     BATCH_SIZE_BUCKETS,
     LATENCY_BUCKETS,
@@ -43,6 +46,8 @@ class ModelMetrics:
         self.name = name
         self.slo_target_s = slo_target_s
         self.cost = CostMeter(price_per_hour, clock, window_s)
+        self.stats = InferenceStats()
+        """Triton-style cumulative statistics (``/v2/models/{name}/stats``)."""
         self._clock = clock
         start = clock.now()
         self._good = SlidingWindow(window_s, start)
@@ -81,6 +86,10 @@ class ModelMetrics:
             raise ValueError(f"outcome {outcome!r}: expected one of {', '.join(OUTCOMES)}")
         self._outcomes[outcome] += 1
         self._request_duration.observe(total_s)
+        if outcome == "success":
+            self.stats.on_success(total_s, queue_s, compute_s, int(time.time() * 1000))
+        else:
+            self.stats.on_failure(total_s)
         if outcome not in NEVER_QUEUED:
             self._queue_histogram(priority).observe(queue_s)
         if compute_s > 0:  # a request that never reached a replica has no compute time
@@ -98,6 +107,7 @@ class ModelMetrics:
     def observe_batch(self, rows: int, max_rows: int, compute_s: float) -> None:
         """Record one computed batch of ``rows`` out of ``max_rows`` that took ``compute_s``."""
         now = self._clock.now()
+        self.stats.on_batch(rows, compute_s)
         self._batch_size.observe(rows)
         self._batch_rows.add(now, rows)
         self._batch_capacity.add(now, max(max_rows, rows))

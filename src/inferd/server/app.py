@@ -107,6 +107,9 @@ class InferdApp:
             case ["repository", "index"]:
                 _expect(request, "POST", "GET")
                 return kserve.repository_index(self.manager)
+            case ["models", "stats"]:
+                _expect(request, "GET")
+                return kserve.model_stats(self.manager.models)
             case ["models", name, *rest]:
                 return await self._model(request, name, rest)
         raise NotFound(f"no route {request.method} {request.path}; see /docs for the API")
@@ -145,6 +148,9 @@ class InferdApp:
             case ["config"]:
                 _expect(request, "GET")
                 return kserve.model_config(model)
+            case ["stats"]:
+                _expect(request, "GET")
+                return kserve.model_stats([model])
         raise NotFound(f"no route {request.method} {request.path}; see /docs for the API")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

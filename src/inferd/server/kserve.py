@@ -20,6 +20,7 @@ from inferd.server.codec import (
 )
 from inferd.server.http import Request, Response, json_response, watch_disconnect
 from inferd.server.model_config import triton_model_config
+from inferd.server.model_stats import triton_model_stats
 from inferd.version import __version__
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -49,6 +50,12 @@ def model_config(model: ServedModel) -> Response:
     if model.config is None:
         raise ModelNotReady(model.not_ready_reason())
     return json_response(200, triton_model_config(model.config))
+
+
+def model_stats(models: list[ServedModel]) -> Response:
+    """Triton's statistics extension (what tritonclient's ``get_inference_statistics`` reads)."""
+    stats = [triton_model_stats(m.name, m.version, m.metrics.stats) for m in models]
+    return json_response(200, {"model_stats": stats})
 
 
 def model_ready(model: ServedModel) -> Response:

@@ -104,6 +104,14 @@ _PATHS: dict[str, dict[str, Any]] = {
             "settings under parameters.",
         )
     },
+    "/v2/models/{model}/stats": {
+        "get": _op(
+            "Model statistics",
+            "Triton's statistics extension (tritonclient's get_inference_statistics): counts and "
+            "cumulative times of successes, failures, queueing and compute, per batch size too.",
+        )
+    },
+    "/v2/models/stats": {"get": _op("Statistics of every model")},
     "/v2/models/{model}/infer": {
         "post": _op(
             "Inference",
