@@ -93,7 +93,7 @@ def test_server_health_and_metadata(client: triton.InferenceServerClient) -> Non
     assert client.is_server_ready()
     meta = client.get_server_metadata()
     assert meta["name"] == "inferd"
-    assert "binary_tensor_data" in meta["extensions"]
+    assert {"binary_tensor_data", "model_configuration", "statistics"} <= set(meta["extensions"])
 
 
 def test_model_metadata_is_read_from_the_models(client: triton.InferenceServerClient) -> None:

@@ -8,7 +8,8 @@ from inferd.server.model_stats import triton_model_stats
 
 
 def test_requests_and_batches_are_counted_as_triton_reports_them() -> None:
-    metrics = ModelMetrics("m", FakeClock())
+    clock = FakeClock(100.0)
+    metrics = ModelMetrics("m", clock)
     metrics.observe_batch(rows=4, max_rows=8, compute_s=0.010)
     metrics.observe_batch(rows=4, max_rows=8, compute_s=0.012)
     metrics.observe_batch(rows=1, max_rows=8, compute_s=0.003)
@@ -17,7 +18,10 @@ def test_requests_and_batches_are_counted_as_triton_reports_them() -> None:
     metrics.observe_request("shed", total_s=0.001, queue_s=0.0, compute_s=0.0, rows=0)
     metrics.observe_request("client_error", total_s=0.002, queue_s=0.0, compute_s=0.0, rows=0)
 
-    doc = triton_model_stats("m", "1", metrics.stats)
+    answered = metrics.last_inference_unix_ms()
+    clock.advance(60.0)  # a minute later by the clock: the answer lies a minute further back
+    assert abs(metrics.last_inference_unix_ms() - (answered - 60_000)) < 1_000
+    doc = triton_model_stats("m", "1", metrics.stats, metrics.last_inference_unix_ms())
     assert doc["inference_count"] == 9 and doc["execution_count"] == 3
     assert doc["last_inference"] > 0
     stats = doc["inference_stats"]
@@ -31,7 +35,8 @@ def test_requests_and_batches_are_counted_as_triton_reports_them() -> None:
 
 
 def test_a_model_never_called_reports_zeros() -> None:
-    doc = triton_model_stats("idle", "1", ModelMetrics("idle", FakeClock()).stats)
+    idle = ModelMetrics("idle", FakeClock())
+    doc = triton_model_stats("idle", "1", idle.stats, idle.last_inference_unix_ms())
     assert doc["last_inference"] == 0 and doc["inference_count"] == 0
     assert doc["inference_stats"]["success"] == {"count": 0, "ns": 0}
     assert doc["batch_stats"] == []

@@ -140,6 +140,19 @@ def linear_constants(
     return weight, bias
 
 
+def call_module_instead(
+    module: fx.GraphModule, node: fx.Node, name: str, layer: nn.Module
+) -> fx.Node:
+    """Add ``layer`` to ``module`` as ``name`` and call it on ``node``'s input where the graph
+    called ``node`` (an ``aten.linear``); returns the new call."""
+    module.add_submodule(name, layer)
+    with module.graph.inserting_before(node):
+        call = module.graph.call_module(name, (node.args[0],))
+    node.replace_all_uses_with(call)
+    module.graph.erase_node(node)
+    return call
+
+
 def pack_linear_children(model: nn.Module) -> int:
     """Replace ``model``'s packable ``nn.Linear`` layers with ``PackedLinear``; how many.
 
@@ -174,14 +187,10 @@ def _pack_graph(module: fx.GraphModule) -> int:
         name = f"_inferd_packed_linear_{index}"
         fused = _fusable_activation(node)
         activation = "none" if fused is None else _GRAPH_ACTIVATIONS[fused.target]
-        module.add_submodule(name, PackedLinear(weight, bias, activation))
-        with graph.inserting_before(node):
-            packed = graph.call_module(name, (node.args[0],))
+        packed = call_module_instead(module, node, name, PackedLinear(weight, bias, activation))
         if fused is not None:  # the activation's users read the packed layer's output
             fused.replace_all_uses_with(packed)
             graph.erase_node(fused)
-        node.replace_all_uses_with(packed)
-        graph.erase_node(node)
     for node in list(graph.nodes):
         if node.op == "get_attr" and not node.users:
             graph.erase_node(node)

@@ -43,17 +43,17 @@ class InferenceStats:
     """Rows computed (Triton counts each item of a batch as one inference)."""
     execution_count: int = 0
     """Batches computed."""
-    last_inference_ms: int = 0
-    """When the last successful request was answered (Unix time, ms); 0: never."""
+    last_success_at: float | None = None
+    """When the last successful request was answered, on the metrics' clock; None: never."""
     batches: dict[int, Duration] = field(default_factory=dict)
     """Per batch size: batches computed and their compute time."""
 
-    def on_success(self, total_s: float, queue_s: float, compute_s: float, now_ms: int) -> None:
-        """Count one request answered with outputs at ``now_ms`` (Unix time, ms)."""
+    def on_success(self, total_s: float, queue_s: float, compute_s: float, now: float) -> None:
+        """Count one request answered with outputs at ``now`` (the metrics' clock)."""
         self.success.add(total_s)
         self.queue.add(queue_s)
         self.compute.add(compute_s)
-        self.last_inference_ms = now_ms
+        self.last_success_at = now
 
     def on_failure(self, total_s: float) -> None:
         """Count one request answered otherwise."""

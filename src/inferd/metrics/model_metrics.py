@@ -86,23 +86,33 @@ class ModelMetrics:
             raise ValueError(f"outcome {outcome!r}: expected one of {', '.join(OUTCOMES)}")
         self._outcomes[outcome] += 1
         self._request_duration.observe(total_s)
-        if outcome == "success":
-            self.stats.on_success(total_s, queue_s, compute_s, int(time.time() * 1000))
-        else:
-            self.stats.on_failure(total_s)
         if outcome not in NEVER_QUEUED:
             self._queue_histogram(priority).observe(queue_s)
         if compute_s > 0:  # a request that never reached a replica has no compute time
             self._compute_duration.observe(compute_s)
         if outcome == "client_error":
+            self.stats.on_failure(total_s)
             return
         now = self._clock.now()
         self._eligible.add(now)
         if outcome == "success":
+            self.stats.on_success(total_s, queue_s, compute_s, now)
             self.cost.add_inferences(rows)
             if self._is_good(total_s, deadline_s):
                 self._good.add(now)
                 self._good_total += 1
+        else:
+            self.stats.on_failure(total_s)
+
+    def last_inference_unix_ms(self) -> int:
+        """When the last successful request was answered, in Unix milliseconds; 0: never.
+
+        Kept on the metrics' clock and converted when read: no wall-clock read per request.
+        """
+        at = self.stats.last_success_at
+        if at is None:
+            return 0
+        return int((time.time() - (self._clock.now() - at)) * 1000)
 
     def observe_batch(self, rows: int, max_rows: int, compute_s: float) -> None:
         """Record one computed batch of ``rows`` out of ``max_rows`` that took ``compute_s``."""

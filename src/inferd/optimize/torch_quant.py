@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from inferd.backends.torch_backend import TorchBackend
-from inferd.backends.torch_packing import linear_constants
+from inferd.backends.torch_packing import call_module_instead, linear_constants
 from inferd.config import ModelConfig
 from inferd.errors import ConfigError
 
@@ -166,12 +166,7 @@ def _rewrite_graph_linears(module: torch.fx.GraphModule) -> int:
         linear = _linear_from_node(module, node)
         if linear is None:
             continue
-        name = f"_inferd_int8_linear_{count}"
-        module.add_submodule(name, _quantized_linear(linear))
-        with graph.inserting_before(node):
-            call = graph.call_module(name, (node.args[0],))
-        node.replace_all_uses_with(call)
-        graph.erase_node(node)
+        call_module_instead(module, node, f"_inferd_int8_linear_{count}", _quantized_linear(linear))
         count += 1
     if count:
         graph.eliminate_dead_code()

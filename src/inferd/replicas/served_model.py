@@ -190,7 +190,7 @@ class ServedModel:
         rows = 0
         outcome = "success"
         answer: Answer | None = None
-        priority = options.priority or self.config.batching.default_priority
+        priority = self._priority(options)
         try:
             rows = self._signature.rows(inputs, datatypes)
             answer = await self.batcher.submit(inputs, rows, priority, options.timeout_s)
@@ -211,11 +211,12 @@ class ServedModel:
         try:
             self.batcher.check_admission(options.timeout_s)
         except Overloaded as e:
-            priority = options.priority or (
-                self.config.batching.default_priority if self.config else 1
-            )
-            self._observe(_outcome(e), 0.0, 0, None, priority, options)
+            self._observe(_outcome(e), 0.0, 0, None, self._priority(options), options)
             raise
+
+    def _priority(self, options: RequestOptions) -> int:
+        assert self.config is not None  # a model with a batcher has its config
+        return options.priority or self.config.batching.default_priority
 
     def _observe(
         self,

@@ -78,7 +78,8 @@ class watch_disconnect:  # lower case: used as a context manager, like contextli
     request costs a quarter of the front end's time per request, and a request answered within
     tens of milliseconds gains little from being dropped (at most one batch slot is spent on
     it). Requests are checked for that age together, by one timer per event loop
-    (``_Sweeper``): a timer each was 5 µs of the echo path's 110 µs per request.
+    (``_Sweeper``): with a timer each the watch cost 5.2 µs per request, with the sweep 3.4
+    (in-process, echo model).
     Use it only once the body has been read: it consumes the connection's next ASGI message.
     """
 

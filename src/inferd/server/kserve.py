@@ -23,7 +23,7 @@ from inferd.server.model_config import triton_model_config
 from inferd.server.model_stats import triton_model_stats
 from inferd.version import __version__
 
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 
 
 def server_live() -> Response:
@@ -54,7 +54,10 @@ def model_config(model: ServedModel) -> Response:
 
 def model_stats(models: list[ServedModel]) -> Response:
     """Triton's statistics extension (what tritonclient's ``get_inference_statistics`` reads)."""
-    stats = [triton_model_stats(m.name, m.version, m.metrics.stats) for m in models]
+    stats = [
+        triton_model_stats(m.name, m.version, m.metrics.stats, m.metrics.last_inference_unix_ms())
+        for m in models
+    ]
     return json_response(200, {"model_stats": stats})
 
 

@@ -66,7 +66,6 @@ def _parameters(config: ModelConfig) -> dict[str, str]:
         "precision": config.precision,
         "isolation": config.isolation,
         "idempotent": str(config.idempotent).lower(),
-        "max_queue_rows": str(config.batching.max_queue_rows),
         "variable_dims": config.batching.variable_dims,
     }
     if config.batching.slo_p99_ms > 0:

@@ -15,12 +15,14 @@ from inferd.metrics.inference_stats import Duration, InferenceStats
 _NONE: dict[str, int] = {"count": 0, "ns": 0}
 
 
-def triton_model_stats(name: str, version: str, stats: InferenceStats) -> dict[str, Any]:
-    """One entry of ``model_stats``."""
+def triton_model_stats(
+    name: str, version: str, stats: InferenceStats, last_inference_ms: int
+) -> dict[str, Any]:
+    """One entry of ``model_stats``; ``last_inference_ms`` in Unix milliseconds, 0 for never."""
     return {
         "name": name,
         "version": version,
-        "last_inference": stats.last_inference_ms,
+        "last_inference": last_inference_ms,
         "inference_count": stats.inference_count,
         "execution_count": stats.execution_count,
         "inference_stats": {
