@@ -192,6 +192,29 @@ async def test_cancelled_requests_are_not_computed() -> None:
     await batcher.close()
 
 
+async def test_a_request_given_up_leaves_the_queue_at_once_with_all_its_pieces() -> None:
+    runner = FakeRunner()
+    runner.gate.clear()
+    batcher = make(runner, 2)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(rows(0, 2), 2))
+    while not runner.batches:
+        await asyncio.sleep(0)
+    gone = asyncio.ensure_future(batcher.submit(rows(10, 6), 6))  # three pieces of 2 rows
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert batcher.queued_rows == 6
+    gone.cancel()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    # Freed while the replica is still busy: admission sees the true queue, not a stale one.
+    assert batcher.queued_rows == 0 and batcher.queued_requests == 0
+    runner.gate.set()
+    await first
+    assert runner.batches == [2]  # no piece of the abandoned request was computed
+    await batcher.close()
+
+
 async def test_unbatched_models_get_requests_unchanged() -> None:
     seen: list[tuple[int, ...]] = []
 
@@ -258,6 +281,7 @@ async def test_a_request_past_its_deadline_is_answered_and_never_computed() -> N
         await asyncio.sleep(0)
     with pytest.raises(RequestTimeout, match="deadline of 0 ms"):
         await batcher.submit(rows(1, 1), 1, timeout_s=0.0001)
+    assert batcher.queued_rows == 0  # gone from the queue at its deadline, replica still busy
     runner.gate.set()
     await first
     await asyncio.sleep(0)

@@ -66,3 +66,30 @@ async def test_requests_are_swept_in_arrival_order_with_one_timer() -> None:
     assert not sweeper._waiting and sweeper._timer is None
     for watch in (watches[0], watches[2]):
         watch.__exit__(None, None, None)
+
+
+class _TimerLoop:
+    """Just what the sweeper asks of a loop: its time, and timers, recorded."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.delays: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: object) -> object:
+        self.delays.append(delay)
+        return object()
+
+
+def test_the_sweep_never_sets_a_timer_shorter_than_its_tick() -> None:
+    # uvloop fires a timer due in under half a millisecond at once: re-arming for the few
+    # microseconds until a request comes of age spun the loop, once per arrival.
+    loop = _TimerLoop()
+    sweeper = http._Sweeper(loop)  # type: ignore[arg-type]
+    sweeper.add(watch_disconnect(_request([])))
+    loop.now = DISCONNECT_WATCH_DELAY_S - 1e-5
+    sweeper._sweep()
+    assert loop.delays[-1] >= http._SWEEP_TICK_S
+    assert len(sweeper._waiting) == 1  # not yet of age, still waiting

@@ -164,11 +164,16 @@ class DynamicBatcher:
         self._wake()
         futures = [e.ticket.future for e in entries]
         # A timer rather than wait_for: no extra future or task per request on the hot path.
-        expiry = asyncio.get_running_loop().call_later(
-            timeout, _expire, futures, self.name, timeout
-        )
+        expiry = asyncio.get_running_loop().call_later(timeout, self._expire, futures, timeout)
         try:
             parts = [await futures[0]] if len(futures) == 1 else [await f for f in futures]
+        except BaseException:
+            # Its caller has gone, its deadline passed, or one piece failed: what is still
+            # queued of it is never computed.
+            for future in futures:
+                future.cancel()
+            self._forget_abandoned()
+            raise
         finally:
             expiry.cancel()
         self._policy.on_request_done(self._clock.now() - now)
@@ -243,8 +248,7 @@ class DynamicBatcher:
     async def _form_batches(self) -> None:
         while True:
             await self._wait_for_requests()
-            if not await self._capacity.acquire(timeout=self._poll_timeout()):
-                self._drop_abandoned()  # nothing may run now; let expired requests go
+            if not await self._capacity.acquire(timeout=_IDLE_POLL_S):
                 continue
             free_since = self._clock.now()
             try:
@@ -253,10 +257,6 @@ class DynamicBatcher:
             except BaseException:
                 self._capacity.release()
                 raise
-
-    def _poll_timeout(self) -> float:
-        next_deadline = self._queue.earliest_deadline() - self._clock.now()
-        return max(0.001, min(_IDLE_POLL_S, next_deadline))
 
     async def _wait_for_requests(self) -> None:
         while not len(self._queue):
@@ -291,14 +291,24 @@ class DynamicBatcher:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _drop_abandoned(self) -> None:
-        # A request whose caller has gone (deadline passed, client disconnected) is not computed.
+    def _expire(self, futures: list[asyncio.Future[Any]], timeout: float) -> None:
+        error = RequestTimeout(
+            f"model {self.name!r}: no answer within the request's deadline of "
+            f"{timeout * 1e3:.0f} ms; it was not computed unless it had already started"
+        )
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
+        self._forget_abandoned()
+
+    def _forget_abandoned(self) -> None:
+        # Called when a request is given up, not per batch: a scan of the queue per batch cost
+        # O(queue) under overload, when the queue is longest.
         self._queue.remove_if(lambda e: e.ticket.future.done())
 
     def _dispatch(self, free_since: float) -> None:
         # A method of its own so that no local in the long-lived loop keeps the last batch
         # (its inputs and outputs) alive while the model sits idle.
-        self._drop_abandoned()
         rows = self._policy.take_rows(
             self._queue.rows, self._queue.oldest_arrival(), self._clock.now(), free_since
         )
@@ -386,16 +396,6 @@ class DynamicBatcher:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _expire(futures: list[asyncio.Future[Any]], name: str, timeout: float) -> None:
-    error = RequestTimeout(
-        f"model {name!r}: no answer within the request's deadline of {timeout * 1e3:.0f} ms; "
-        "it was not computed unless it had already started"
-    )
-    for future in futures:
-        if not future.done():
-            future.set_exception(error)
 
 
 def _join(parts: list[tuple[Tensors, float, float, int]]) -> Answer:

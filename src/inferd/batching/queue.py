@@ -86,9 +86,6 @@ class RequestQueue:
         head = self._head()
         return head.arrival if head is not None else math.inf
 
-    def earliest_deadline(self) -> float:
-        return min((e.deadline for e in self), default=math.inf)
-
     def _head(self) -> Entry | None:
         for level in self._levels:
             if level:
