@@ -232,6 +232,15 @@ def test_unknown_route_is_404_naming_the_path(client: httpx.Client, path: str) -
     expect_error(client.get(path), 404, path)
 
 
+def test_head_is_get_without_the_body(client: httpx.Client) -> None:
+    for path in ("/v2/health/ready", "/v2/models/echo", "/metrics"):
+        head, get = client.head(path), client.get(path)
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+    refused = client.head("/v2/models/echo/infer")
+    assert refused.status_code == 405 and refused.content == b""
+
+
 def test_get_on_infer_is_405(client: httpx.Client) -> None:
     expect_error(client.get("/v2/models/echo/infer"), 405, "GET", "/v2/models/echo/infer", "POST")
     expect_error(client.delete("/v2/health/ready"), 405, "DELETE", "GET")

@@ -152,6 +152,17 @@ def test_echo_returns_its_input(client: triton.InferenceServerClient, binary: bo
     assert result.get_response()["model_version"] == "1"
 
 
+def test_nan_and_infinities_cross_json_as_triton_sends_them(
+    client: triton.InferenceServerClient,
+) -> None:
+    # tritonclient writes NaN and Infinity literals, and reads them back, as Triton does.
+    data = np.full((1, 16), 2.5, dtype=np.float32)
+    data[0, :3] = [np.nan, np.inf, -np.inf]
+    out = triton.InferRequestedOutput("output", binary_data=False)
+    result = client.infer("echo", [_input("input", data, False)], outputs=[out])
+    np.testing.assert_array_equal(result.as_numpy("output"), data)
+
+
 def _sample(datatype: str, rng: np.random.Generator) -> np.ndarray:
     shape = (2, 3)
     if datatype == "BYTES":

@@ -22,7 +22,10 @@ GREEDY_BELOW = 1e-5
 
 def _require(ok: bool, name: str, accepted: str, value: object) -> None:
     if not ok:
-        raise InvalidRequest(f"{name} must be {accepted}, got {value!r}")
+        # Values are stored hashable (tuples, frozensets); the client sent lists.
+        shown = sorted(value) if isinstance(value, frozenset) else value
+        shown = list(shown) if isinstance(shown, tuple) else shown
+        raise InvalidRequest(f"{name} must be {accepted}, got {shown!r}")
 
 
 def _is_int(value: object) -> bool:

@@ -55,9 +55,10 @@ class InferdApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])
-        request = Request(
-            scope["method"], scope["path"], headers, receive, self.config.max_body_bytes
-        )
+        # HEAD is GET without the body (uvicorn leaves the body out): load balancers and
+        # uptime checks send it to the health routes.
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        request = Request(method, scope["path"], headers, receive, self.config.max_body_bytes)
         try:
             response = await self._route(request)
             if isinstance(response, StreamingResponse):

@@ -7,6 +7,7 @@ and numeric JSON outputs are written by orjson straight from the array.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -102,12 +103,33 @@ def _parse_json(header: memoryview) -> dict[str, Any]:
     try:
         doc = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"malformed JSON at char {exc.pos} (line {exc.lineno}, column {exc.colno}): {exc.msg}"
-        ) from None
+        doc = _with_non_finite_literals(header)
+        if doc is None:
+            raise _malformed(exc) from None
     if not isinstance(doc, dict):
         raise InvalidRequest(f"the request must be a JSON object, got {type(doc).__name__}")
     return doc
+
+
+def _with_non_finite_literals(header: memoryview) -> Any:
+    """The document read by Python's ``json``, which reads NaN, Infinity and -Infinity
+    (tritonclient writes them for non-finite floats, and Triton reads them), if it has any;
+    else None. It runs only after orjson failed, off the hot path."""
+    raw = bytes(header)
+    if b"NaN" not in raw and b"Infinity" not in raw:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _malformed(exc) from None  # its position, not orjson's stop at the literal
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from None
+
+
+def _malformed(exc: orjson.JSONDecodeError | json.JSONDecodeError) -> InvalidRequest:
+    return InvalidRequest(
+        f"malformed JSON at char {exc.pos} (line {exc.lineno}, column {exc.colno}): {exc.msg}"
+    )
 
 
 def _parameters(raw: Any, kind: str, name: str | None = None) -> dict[str, Any]:

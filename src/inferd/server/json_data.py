@@ -3,6 +3,11 @@
 Inputs go through ``np.asarray`` once and are then checked for what a cast would hide (floats
 into integer types, out-of-range values, strings or nulls); outputs stay numpy arrays, which
 orjson writes directly with ``OPT_SERIALIZE_NUMPY``.
+
+NaN and the infinities travel as the literals ``NaN``, ``Infinity`` and ``-Infinity``, as Triton
+reads and writes them (since 22.02) and tritonclient sends them: not strict JSON, but what
+Python's ``json`` and rapidjson read. Strict JSON has no way to carry them; ``null`` would lose
+which one it was, and tritonclient cannot turn it back into a float.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ def _orjson_writes(dtype: np.dtype[Any]) -> bool:
 
 # orjson < 3.10 cannot write FP16, and no version writes non-native byte order.
 _ORJSON_DATATYPES: Final = frozenset(n for n, dt in WIRE_DTYPES.items() if _orjson_writes(dt))
+_ORJSON_NATIVE: Final = frozenset(
+    np.dtype(d).name for d in ("float16", "float32", "float64") if _orjson_writes(np.dtype(d))
+)
 
 
 def array_from_json(name: str, datatype: str, shape: list[int], data: Any) -> NDArray[Any]:
@@ -87,7 +95,8 @@ def _checked(name: str, datatype: str, raw: NDArray[Any], data: list[Any]) -> ND
             _reject_element(name, datatype, data, "true or false", _is_bool)
     elif datatype.startswith("FP"):
         if kind not in "iuf":
-            _reject_element(name, datatype, data, "numbers", _is_number)
+            raw = _as_floats(name, datatype, data)
+        _check_float_range(name, datatype, raw)
     elif kind in "iu":
         _check_range(name, datatype, raw.min().item(), raw.max().item())
     elif kind == "f":
@@ -103,6 +112,35 @@ def _check_range(name: str, datatype: str, low: int | float, high: int | float) 
         value = low if low < info.min else high
         raise InvalidRequest(
             f"input {name!r}: value {value} is out of range for {datatype} [{info.min}, {info.max}]"
+        )
+
+
+def _as_floats(name: str, datatype: str, data: list[Any]) -> NDArray[Any]:
+    # np.asarray made objects: a non-number, or numbers it could not type together (integers
+    # past int64's range beside negative ones, say), which are fine for a float input.
+    values = list(_flatten(data))
+    if not all(map(_is_number, values)):
+        _reject_element(name, datatype, values, "numbers", _is_number)
+    try:
+        return np.array([float(v) for v in values])
+    except OverflowError:
+        raise InvalidRequest(
+            f"input {name!r}: an integer in 'data' is out of range for {datatype}"
+        ) from None
+
+
+def _check_float_range(name: str, datatype: str, raw: NDArray[Any]) -> None:
+    # A finite value that the cast rounds to infinity is one nobody sent.
+    dtype = WIRE_DTYPES[datatype]
+    if raw.dtype.itemsize <= dtype.itemsize and raw.dtype.kind == "f":
+        return  # float64 into FP64: nothing to round
+    with np.errstate(over="ignore"):
+        overflow = np.isinf(raw.astype(dtype)) & np.isfinite(raw)
+    if overflow.any():
+        value = raw.reshape(-1)[np.flatnonzero(overflow)[0]].item()
+        raise InvalidRequest(
+            f"input {name!r}: value {value} is out of range for {datatype} (largest finite "
+            f"{float(np.finfo(dtype).max):g}); send Infinity to mean infinity"
         )
 
 
@@ -166,6 +204,8 @@ def _flatten(data: list[Any]) -> Iterator[Any]:
 
 def json_from_array(name: str, array: NDArray[Any], datatype: str) -> Any:
     """Output ``name``'s flat JSON ``data``; numeric arrays are left for orjson to write."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        return _with_non_finite(array)
     if datatype in _ORJSON_DATATYPES:
         return array.reshape(-1)
     if datatype != "BYTES":
@@ -180,6 +220,21 @@ def json_from_array(name: str, array: NDArray[Any], datatype: str) -> Any:
             f"output {name!r} holds bytes that are not valid UTF-8; "
             "request it with parameters.binary_data = true"
         ) from None
+
+
+def _with_non_finite(array: NDArray[Any]) -> orjson.Fragment:
+    """The flat data with NaN and infinities as literals (see the module docstring): orjson
+    writes the finite values, which are then spliced around the literals."""
+    flat = array.reshape(-1)
+    finite = np.isfinite(flat)
+    filled = np.where(finite, flat, 0)
+    if filled.dtype.name not in _ORJSON_NATIVE:
+        filled = filled.astype(np.float64)
+    items = orjson.dumps(filled, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+    for index in np.flatnonzero(~finite):
+        value = flat[index]
+        items[index] = b"NaN" if np.isnan(value) else b"Infinity" if value > 0 else b"-Infinity"
+    return orjson.Fragment(b"[" + b",".join(items) + b"]")
 
 
 def _as_text(value: Any) -> str:
