@@ -1,10 +1,10 @@
 """The demo LLM: a small Llama with its own tokenizer, trained on English that ships with Python.
 
-The corpus is ``pydoc_data.topics`` (the help texts behind ``help("for")``) plus the module
-docstrings of the standard library, and a few chat turns rendered from them so the model
-learns the chat template and to end its turn. Every 20th paragraph is held out (5 %) to
-measure validation loss before and after training. Training runs for a time budget, not a
-step count, so what the model learns depends on the machine; ``demo_llm.json`` records it.
+The corpus (``llm_corpus``) is Python's help topics and module docstrings, with a few chat turns
+rendered from them so the model learns the chat template and to end its turn. Every 20th
+paragraph is held out (5 %) to measure validation loss before and after training. Training
+runs for a time budget, not a step count, so what the model learns depends on the machine;
+``demo_llm.json`` records it.
 
 Imported only when torch and transformers are installed: transformers' ``LlamaForCausalLM``
 is the reference the weights are trained with; inferd serves them with its own code.
@@ -12,40 +12,36 @@ is the reference the weights are trained with; inferd serves them with its own c
 
 from __future__ import annotations
 
-import ast
-import inspect
-import io
 import json
 import logging
 import math
-import pydoc_data.topics
-import sysconfig
 import time
-import tokenize
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import jinja2.sandbox
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
 from inferd.config import usable_cpus
+from inferd.demo.llm_corpus import (
+    BOS,
+    CHAT_TEMPLATE,
+    EOS,
+    EOT,
+    SPECIAL_TOKENS,
+    load_corpus,
+)
 from inferd.llm.device import compute_threads
 
 logger = logging.getLogger("inferd.demo")
 
 SEED: Final = 0
 REPORT_FILE: Final = "demo_llm.json"
-BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
-START_HEADER, END_HEADER, EOT = "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
-SPECIAL_TOKENS: Final = (BOS, EOS, START_HEADER, END_HEADER, EOT)
 VOCAB_SIZE: Final = 4096
-VALIDATION_EVERY: Final = 20
-"""Every 20th paragraph is held out: 5 % of the corpus."""
 WINDOW: Final = 128
 BATCH_SIZE: Final = 8
 LEARNING_RATE: Final = 2e-3
@@ -58,16 +54,6 @@ SAMPLE_PROMPT: Final = "The for statement"
 SAMPLE_TOKENS: Final = 40
 LOG_EVERY_S: Final = 30.0
 
-# Llama 3's own template, so clients that know Llama 3 chat format see nothing new.
-CHAT_TEMPLATE: Final = (
-    "{% set loop_messages = messages %}{% for message in loop_messages %}"
-    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
-    " + message['content'] | trim + '<|eot_id|>' %}"
-    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
-    "{{ content }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
-    "{% endif %}"
-)
 ARCHITECTURE: Final[dict[str, Any]] = {
     "hidden_size": 256,
     "intermediate_size": 768,
@@ -78,23 +64,6 @@ ARCHITECTURE: Final[dict[str, Any]] = {
     "rms_norm_eps": 1e-5,
     "tie_word_embeddings": True,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """One text of the corpus and what it is about (for the chat turns made from it)."""
-
-    subject: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Corpus:
-    """Training texts (documents and chat turns) and held-out texts, in a fixed order."""
-
-    train: list[str]
-    chats: list[str]
-    validation: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,95 +132,6 @@ def build_tiny_llama(folder: Path, train_seconds: float) -> TrainingReport:
     (folder / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n")
     _log_report(report)
     return report
-
-
-# --- corpus ----------------------------------------------------------------------------------
-
-
-def load_corpus() -> Corpus:
-    """Python's help topics and module docstrings, split by paragraph into train / validation."""
-    train: list[str] = []
-    chats: list[str] = []
-    validation: list[str] = []
-    index = 0
-    for document in documents():
-        kept: list[str] = []
-        for paragraph in _paragraphs(document.text):
-            held_out = index % VALIDATION_EVERY == VALIDATION_EVERY - 1
-            (validation if held_out else kept).append(paragraph)
-            index += 1
-        train.append("\n\n".join(kept))
-        chat = _chat_turns(document.subject, kept)
-        if chat is not None:
-            chats.append(chat)
-    return Corpus(train, chats, validation)
-
-
-def documents() -> list[Document]:
-    """Help topics sorted by name, then top-level stdlib modules' docstrings sorted by name."""
-    topics = pydoc_data.topics.topics
-    found = [Document(_topic_title(topics[name]), topics[name]) for name in sorted(topics)]
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    for path in sorted(stdlib.glob("[!_]*.py")):
-        docstring = _module_docstring(path)
-        if docstring:
-            found.append(Document(f"the {path.stem} module", docstring))
-    return found
-
-
-def _topic_title(text: str) -> str:
-    """'The "for" statement' from a topic whose first line is its title (underlined)."""
-    first = text.strip().splitlines()[0].strip()
-    return first[:1].lower() + first[1:] if first.startswith("The ") else first
-
-
-def _module_docstring(path: Path) -> str | None:
-    """The file's docstring, read from its first tokens (no import, no full parse)."""
-    try:
-        source = path.read_text(encoding="utf-8")
-        for token in tokenize.generate_tokens(io.StringIO(source).readline):
-            if token.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENCODING):
-                continue
-            if token.type != tokenize.STRING:
-                return None
-            value = ast.literal_eval(token.string)
-            return inspect.cleandoc(value) if isinstance(value, str) else None
-    except (OSError, UnicodeDecodeError, SyntaxError, ValueError, tokenize.TokenError):
-        return None
-    return None
-
-
-def _paragraphs(text: str) -> list[str]:
-    return [p.strip("\n") for p in text.split("\n\n") if p.strip()]
-
-
-def _chat_turns(subject: str, paragraphs: Sequence[str]) -> str | None:
-    """A user asking about ``subject`` and the document's first prose paragraph as the answer."""
-    answer = next((p for p in paragraphs if _is_prose(p)), None)
-    if answer is None:
-        return None
-    messages = [
-        {"role": "user", "content": f"Tell me about {subject}."},
-        {"role": "assistant", "content": " ".join(answer.split())},
-    ]
-    return render_chat(messages, add_generation_prompt=False)
-
-
-def _is_prose(paragraph: str) -> bool:
-    """Not a title block, code sample or grammar rule: a few lines of sentences."""
-    lines = paragraph.splitlines()
-    underlined = len(lines) > 1 and set(lines[1].strip()) <= set("*=-")
-    indented = paragraph.startswith(" ")
-    return not underlined and not indented and paragraph.rstrip().endswith(".")
-
-
-def render_chat(messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
-    """``messages`` through the chat template, as transformers renders it."""
-    environment = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    template = environment.from_string(CHAT_TEMPLATE)
-    return template.render(
-        messages=messages, bos_token=BOS, add_generation_prompt=add_generation_prompt
-    )
 
 
 # --- tokenizer -------------------------------------------------------------------------------
