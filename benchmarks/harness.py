@@ -88,6 +88,14 @@ def inferd_server(paths: Sequence[Path], *args: str) -> Server:
     return Server("inferd", argv, port, "/v2/health/ready")
 
 
+def move_front_end(server: Server, core: str) -> None:
+    """Pin the server's own process (every thread of it) to ``core``; its replicas, forked from
+    a fork server started before the move, stay on ``SERVER_CORE``: the layout of a machine that
+    gives the HTTP front end a core apart from the model's."""
+    for thread in Path(f"/proc/{server.proc.pid}/task").iterdir():
+        os.sched_setaffinity(int(thread.name), {int(core)})
+
+
 def textbook_server(model: str) -> Server:
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", "benchmarks.textbook_server:app", "--port",

@@ -3,7 +3,9 @@
     .venv/bin/python -m benchmarks.pool_load [--seconds 8] [--only NAME ...] [--rounds 1]
 
 Servers run pinned to core 1 (so a replica gets one compute thread), the load generators to
-core 0. Parts:
+core 0. ``--front-end-core 0`` moves the server's front end (not its replica) to core 0 for the
+binary and overload parts: the layout of a machine with a core for HTTP apart from the model's.
+Parts:
   raw       the model in-process on core 1, one thread: rows/s per batch size (the reference),
             as exported and with its weights packed as inferd packs them
   single    one row per JSON request, 64 keep-alive clients (wrk): textbook vs inferd,
@@ -39,6 +41,7 @@ from benchmarks.harness import (
     cpu_seconds,
     descendants,
     inferd_server,
+    move_front_end,
     save,
     textbook_server,
     wrk,
@@ -170,13 +173,15 @@ def single_row(mlp: Path, seconds: float, rounds: int) -> list[dict[str, object]
     return out
 
 
-def binary_64(mlp: Path, seconds: float, rounds: int) -> list[dict[str, object]]:
+def binary_64(
+    mlp: Path, seconds: float, rounds: int, front_end_core: str | None = None
+) -> list[dict[str, object]]:
     """Per round: the raw model at batch 64 (as exported, and packed as inferd serves it), then
     64-row binary requests from 2 and 8 clients, seconds apart: a raw figure from a minute
     earlier once put the served rows/s at 154% of it."""
     body, headers = binary_body(64)
     exported, packed = raw_module(mlp / "model.pt2"), raw_module(mlp / "model.pt2", True)
-    server = inferd_server([mlp])
+    server = _server(mlp, front_end_core)
     out: list[dict[str, object]] = []
     try:
         url = server.url + "/v2/models/mlp/infer"
@@ -208,7 +213,16 @@ def _pin_client() -> None:
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
 
 
-def overload(mlp: Path, seconds: float, rounds: int) -> list[dict[str, object]]:
+def _server(mlp: Path, front_end_core: str | None) -> Server:
+    server = inferd_server([mlp])
+    if front_end_core is not None:
+        move_front_end(server, front_end_core)
+    return server
+
+
+def overload(
+    mlp: Path, seconds: float, rounds: int, front_end_core: str | None = None
+) -> list[dict[str, object]]:
     """Per round: capacity, overload with the deadline in the body, capacity, overload with it
     in the header, capacity. Overload is open-loop Poisson arrivals at twice the capacity just
     measured, each with a 1 s deadline; in the header (``inferd-timeout-ms``) it lets the server
@@ -226,7 +240,7 @@ def overload(mlp: Path, seconds: float, rounds: int) -> list[dict[str, object]]:
         "parameter": (in_body, body_headers),
         "header": (body, {**headers, "inferd-timeout-ms": "1000"}),
     }
-    server = inferd_server([mlp])
+    server = _server(mlp, front_end_core)
     out: list[dict[str, object]] = []
     try:
         url = server.url + "/v2/models/mlp/infer"
@@ -365,6 +379,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--only", nargs="*", default=["raw", "single", "binary", "overload", "slo"])
     parser.add_argument(
+        "--front-end-core",
+        help="binary and overload: move the server's front end to this core (0, the load "
+        "generator's), leaving core 1 to the replica; default: both share core 1",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="rounds of the single, binary and overload parts"
     )
     parser.add_argument("--slo-rate", type=float, default=250.0, help="requests/s of 8 rows")
@@ -387,7 +406,9 @@ def main() -> None:
             f"median {statistics.median(ratios):.2f}x"
         )
     if "binary" in args.only:
-        results["binary_64"] = binary = binary_64(mlp, args.seconds, args.rounds)
+        results["binary_64"] = binary = binary_64(
+            mlp, args.seconds, args.rounds, args.front_end_core
+        )
         for key in ("c2", "c8"):
             for ref in ("exported", "packed"):
                 shares = [
@@ -401,7 +422,7 @@ def main() -> None:
                 )
     _pin_client()
     if "overload" in args.only:
-        results["overload"] = over = overload(mlp, args.seconds, args.rounds)
+        results["overload"] = over = overload(mlp, args.seconds, args.rounds, args.front_end_core)
         for way in ("parameter", "header"):
             shares = [r[way]["goodput_per_s"] / r[way]["capacity_rps"] for r in over]  # type: ignore[index]
             print(
