@@ -282,6 +282,17 @@ def test_bad_parameters_are_400_naming_the_parameter(
     assert isinstance(body, dict) and body["param"] == param, body
 
 
+def test_a_bad_chat_message_is_400_naming_messages(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "wizard", "content": "hi"}],  # type: ignore[list-item,misc]
+        )
+    body = info.value.body
+    assert isinstance(body, dict) and body["param"] == "messages", body
+    assert "messages[0].role must be one of" in body["message"]
+
+
 def test_more_sequences_than_the_waiting_room_get_503_at_once(server: ServerProcess) -> None:
     body = {"model": MODEL, "prompt": ["a", "b"], "n": 11, "max_tokens": 2}  # 22 > 16 + 4
     r = httpx.post(f"{server.url}/v1/completions", json=body)

@@ -29,6 +29,7 @@ from inferd.server.http import (
     watch_disconnect,
 )
 from inferd.server.openai_protocol import (
+    ParamError,
     error_body,
     for_choice,
     parse_chat,
@@ -184,7 +185,10 @@ async def chat_completions(request: Request, manager: ModelManager) -> Response 
     parsed = parse_chat(await _json(request))
     llm = manager.get_llm(parsed.model)
     tokenizer = llm.ready_tokenizer()
-    prompt = tokenizer.encode_chat(parsed.messages, parsed.add_generation_prompt)
+    try:
+        prompt = tokenizer.encode_chat(parsed.messages, parsed.add_generation_prompt)
+    except InvalidRequest as e:  # a message the template or its checks refused
+        raise ParamError("messages", e.message) from None
     jobs = _jobs(llm, [prompt], parsed.params, parsed.max_tokens)
     choices = [Choice(job.index, len(job.prompt_ids)) for job in jobs]
     meta = _Meta(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), llm.name)
