@@ -16,6 +16,8 @@ Parts:
             clients), deadline 1 s in the body, then in a header; each window's goodput over the
             mean of the capacities measured just before and after it (the figure: the median)
   slo       a fixed request rate against delay 0, a large fixed delay, and SLO mode
+  ahead     (not in the default set) 64-row binary requests, 2 and 8 clients: the MLP against a
+            copy with ``send_ahead = true``, alternately; best with --front-end-core 0
 """
 
 from __future__ import annotations
@@ -209,6 +211,81 @@ def binary_64(
     return out
 
 
+def send_ahead(
+    mlp: Path, root: Path, seconds: float, rounds: int, front_end_core: str | None
+) -> list[dict[str, float]]:
+    """Per round: 64-row binary requests from 2 and 8 clients to the MLP as the demo configures
+    it and to a copy with ``send_ahead = true``, both servers up, measured alternately; the
+    figure is the median of the per-round ratios, and each window's replica share."""
+    body, headers = binary_body(64)
+    batching = "max_batch_size = 64\nmax_queue_delay_ms = 1.0"
+    folders = {
+        "off": variant(mlp, root, "mlp_plain", batching),
+        "on": variant(mlp, root, "mlp_ahead", batching + "\nsend_ahead = true"),
+    }
+    servers = {key: _server(folder, front_end_core) for key, folder in folders.items()}
+    out: list[dict[str, float]] = []
+    try:
+        urls = {k: f"{s.url}/v2/models/{folders[k].name}/infer" for k, s in servers.items()}
+        for url in urls.values():
+            wrk(url, body, 8, 2, headers)
+        for index in range(rounds):
+            row: dict[str, float] = {}
+            for key in ("off", "on") if index % 2 == 0 else ("on", "off"):
+                for clients in (2, 8):
+                    with CoreShare(servers[key]) as share:
+                        rps = wrk(urls[key], body, clients, seconds, headers).requests_per_s
+                    row[f"{key}_c{clients}_rows_per_s"] = rps * 64
+                    row[f"{key}_c{clients}_replica_share"] = share.shares["replicas"]
+            out.append(row)
+            print(
+                f"round {index + 1}, send_ahead: "
+                + "; ".join(
+                    f"c{c} {row[f'off_c{c}_rows_per_s']:,.0f} -> {row[f'on_c{c}_rows_per_s']:,.0f} "
+                    f"rows/s (replica busy {row[f'off_c{c}_replica_share']:.0%} -> "
+                    f"{row[f'on_c{c}_replica_share']:.0%})"
+                    for c in (2, 8)
+                ),
+                flush=True,
+            )
+    finally:
+        for server in servers.values():
+            server.stop()
+    return out
+
+
+def _report_binary(rounds: list[dict[str, object]]) -> None:
+    for key in ("c2", "c8"):
+        for ref in ("exported", "packed"):
+            shares = [
+                r[key].requests_per_s * 64 / r["raw_rows_per_s"][ref]  # type: ignore[index,attr-defined]
+                for r in rounds
+            ]
+            median = statistics.median(shares)
+            print(
+                f"64 rows/request binary, {key}, share of the raw model {ref} per round: "
+                f"{', '.join(f'{x:.0%}' for x in shares)}; median {median:.0%}"
+            )
+
+
+def _report_overload(rounds: list[dict[str, object]]) -> None:
+    for way in ("parameter", "header"):
+        shares = [r[way]["goodput_per_s"] / r[way]["capacity_rps"] for r in rounds]  # type: ignore[index]
+        print(
+            f"overload, deadline in the {way}, goodput / capacity per round: "
+            f"{', '.join(f'{x:.0%}' for x in shares)}; median {statistics.median(shares):.0%}"
+        )
+
+
+def _report_ahead(rounds: list[dict[str, float]]) -> None:
+    for clients in (2, 8):
+        ratios = [r[f"on_c{clients}_rows_per_s"] / r[f"off_c{clients}_rows_per_s"] for r in rounds]
+        print(
+            f"send_ahead, {clients} clients, on / off per round: "
+            f"{', '.join(f'{x:.2f}' for x in ratios)}; median {statistics.median(ratios):.2f}"
+        )
+
+
 def _pin_client() -> None:
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
 
@@ -380,7 +457,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=["raw", "single", "binary", "overload", "slo"])
     parser.add_argument(
         "--front-end-core",
-        help="binary and overload: move the server's front end to this core (0, the load "
+        help="binary, overload, ahead: move the server's front end to this core (0, the load "
         "generator's), leaving core 1 to the replica; default: both share core 1",
     )
     parser.add_argument(
@@ -409,26 +486,16 @@ def main() -> None:
         results["binary_64"] = binary = binary_64(
             mlp, args.seconds, args.rounds, args.front_end_core
         )
-        for key in ("c2", "c8"):
-            for ref in ("exported", "packed"):
-                shares = [
-                    r[key].requests_per_s * 64 / r["raw_rows_per_s"][ref]  # type: ignore[index,attr-defined]
-                    for r in binary
-                ]
-                median = statistics.median(shares)
-                print(
-                    f"64 rows/request binary, {key}, share of the raw model {ref} per round: "
-                    f"{', '.join(f'{x:.0%}' for x in shares)}; median {median:.0%}"
-                )
+        _report_binary(binary)
     _pin_client()
+    if "ahead" in args.only:
+        results["send_ahead"] = ahead = send_ahead(
+            mlp, root, args.seconds, args.rounds, args.front_end_core
+        )
+        _report_ahead(ahead)
     if "overload" in args.only:
         results["overload"] = over = overload(mlp, args.seconds, args.rounds, args.front_end_core)
-        for way in ("parameter", "header"):
-            shares = [r[way]["goodput_per_s"] / r[way]["capacity_rps"] for r in over]  # type: ignore[index]
-            print(
-                f"overload, deadline in the {way}, goodput / capacity per round: "
-                f"{', '.join(f'{x:.0%}' for x in shares)}; median {statistics.median(shares):.0%}"
-            )
+        _report_overload(over)
     if "slo" in args.only:
         results["slo"] = slo = slo_comparison(
             mlp, root, args.slo_rate, args.slo_target_ms, args.seconds

@@ -35,20 +35,24 @@ class FakeRunner:
         return {"y": x * 2}
 
 
-def make(
+def make(  # noqa: PLR0913
     run: object,
     max_batch_size: int,
     max_queue_rows: int = 8192,
     batched: bool = True,
     concurrency: int = 1,
     priority_levels: int = 1,
+    ahead: int = 0,
+    clock: FakeClock | None = None,
 ) -> DynamicBatcher:
     config = BatcherConfig(
         limits=QueueLimits(max_rows=max_queue_rows, priority_levels=priority_levels),
         batched=batched,
+        send_ahead=ahead > 0,
     )
     policy = BatchPolicy(max_batch_size=max_batch_size)
-    return DynamicBatcher("m", run, policy, FixedCapacity(concurrency), config)  # type: ignore[arg-type]
+    capacity = FixedCapacity(concurrency, ahead)
+    return DynamicBatcher("m", run, policy, capacity, config, clock)  # type: ignore[arg-type]
 
 
 def rows(start: int, n: int) -> Tensors:
@@ -212,6 +216,69 @@ async def test_a_request_given_up_leaves_the_queue_at_once_with_all_its_pieces()
     runner.gate.set()
     await first
     assert runner.batches == [2]  # no piece of the abandoned request was computed
+    await batcher.close()
+
+
+class ClockedRunner(FakeRunner):
+    """Each batch takes one second of a fake clock: the batcher learns 2 rows/s."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    async def __call__(self, inputs: Tensors) -> Tensors:
+        out = await super().__call__(inputs)
+        self.clock.advance(1.0)
+        return out
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("ahead", [0, 1])
+async def test_a_full_batch_goes_ahead_to_a_busy_replica_a_partial_one_waits(ahead: int) -> None:
+    clock = FakeClock()
+    runner = ClockedRunner(clock)
+    batcher = make(runner, 2, ahead=ahead, clock=clock)
+    batcher.start()
+    await batcher.submit(rows(0, 2), 2)  # measures the speed: a batch of 2 in 1 s
+    runner.gate.clear()
+    first = asyncio.ensure_future(batcher.submit(rows(0, 2), 2))
+    await _settle()
+    partial = asyncio.ensure_future(batcher.submit(rows(10, 1), 1))
+    await _settle()
+    assert runner.batches == [2, 2]  # one row: it waits for the replica, and for company
+    rest = asyncio.ensure_future(batcher.submit(rows(11, 1), 1))
+    await _settle()
+    # Now a full batch: sent ahead if allowed, while the first still computes.
+    assert runner.batches == ([2, 2, 2] if ahead else [2, 2])
+    more = asyncio.ensure_future(batcher.submit(rows(20, 2), 2))
+    await _settle()
+    assert len(runner.batches) == (3 if ahead else 2)  # one batch ahead per replica at most
+    runner.gate.set()
+    answers = await asyncio.gather(first, partial, rest, more)
+    np.testing.assert_array_equal(answers[2].outputs["y"], [[22.0]])
+    assert runner.batches == [2, 2, 2, 2]
+    await batcher.close()
+
+
+async def test_a_batch_that_would_miss_its_deadline_waiting_is_not_sent_ahead() -> None:
+    clock = FakeClock()
+    runner = ClockedRunner(clock)
+    batcher = make(runner, 2, ahead=1, clock=clock)
+    batcher.start()
+    await batcher.submit(rows(0, 2), 2)  # 1 s a batch
+    runner.gate.clear()
+    first = asyncio.ensure_future(batcher.submit(rows(0, 2), 2))
+    await _settle()
+    # Behind a batch of up to 1 s, then 1 s of its own: a 1.5 s deadline does not leave room.
+    soon = asyncio.ensure_future(batcher.submit(rows(10, 2), 2, timeout_s=1.5))
+    await _settle()
+    assert runner.batches == [2, 2]
+    runner.gate.set()
+    await asyncio.gather(first, soon)
     await batcher.close()
 
 

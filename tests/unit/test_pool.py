@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from inferd.clock import FakeClock
 from inferd.errors import ReplicaUnavailable
 from inferd.replicas.pool import OnExit, ReplicaPool, RestartPolicy
 
@@ -96,7 +97,7 @@ async def test_a_batch_on_a_dying_replica_is_retried_elsewhere() -> None:
     await settle()
     a.die()
     out = await pending
-    np.testing.assert_array_equal(out["y"], [[6.0]])
+    np.testing.assert_array_equal(out.outputs["y"], [[6.0]])
     assert pool.ready_count == 1
     await pool.close()
 
@@ -128,7 +129,7 @@ async def test_a_dead_replica_is_restarted_and_counted() -> None:
         await asyncio.sleep(0.005)
     assert pool.ready_count == 1 and len(factory.made) == 2 and restarts == ["crash"]
     out = await pool.infer(x(1))
-    np.testing.assert_array_equal(out["y"], [[2.0]])
+    np.testing.assert_array_equal(out.outputs["y"], [[2.0]])
     await pool.close()
 
 
@@ -147,7 +148,7 @@ async def test_scaling_down_drains_before_stopping() -> None:
     for replica in factory.made:
         replica.gate.set()
     results = await asyncio.gather(*busy)
-    assert [float(r["y"][0, 0]) for r in results] == [0.0, 2.0]
+    assert [float(r.outputs["y"][0, 0]) for r in results] == [0.0, 2.0]
     for _ in range(50):
         if sum(r.closed for r in factory.made) == 1:
             break
@@ -170,4 +171,45 @@ async def test_capacity_follows_ready_replicas() -> None:
     await settle()
     assert pool.current == 0
     assert not await pool.acquire(timeout=0.01)
+    await pool.close()
+
+
+class SerialReplica(FakeReplica):
+    """Computes its batches one at a time, in order, each when the test gives it its turn."""
+
+    def __init__(self, index: int, on_exit: OnExit) -> None:
+        super().__init__(index, on_exit)
+        self.turns: list[asyncio.Event] = []
+
+    async def infer(self, inputs: Tensors) -> Tensors:
+        turn = asyncio.Event()
+        self.turns.append(turn)
+        await turn.wait()
+        return {"y": inputs["x"] * 2}
+
+
+async def test_a_batch_sent_ahead_is_timed_from_when_its_replica_came_free() -> None:
+    clock = FakeClock()
+    made: list[SerialReplica] = []
+
+    async def factory(index: int, on_exit: OnExit) -> SerialReplica:
+        made.append(SerialReplica(index, on_exit))
+        return made[-1]
+
+    pool = ReplicaPool("m", factory, restart=FAST, clock=clock)
+    await pool.start(1)
+    assert not pool.try_acquire_ahead()  # room ahead only once the replica is taken
+    assert pool.try_acquire() and not pool.try_acquire()
+    assert pool.try_acquire_ahead() and not pool.try_acquire_ahead()  # one per replica
+    first = asyncio.ensure_future(pool.infer(x(1)))
+    second = asyncio.ensure_future(pool.infer(x(2)))  # sent ahead: waits at the replica
+    await settle()
+    clock.advance(1.0)
+    made[0].turns[0].set()
+    assert (await first).busy_s == 1.0
+    clock.advance(2.0)
+    made[0].turns[1].set()
+    done = await second
+    assert done.busy_s == 2.0  # its round trip was 3 s, 1 s of it behind the first batch
+    np.testing.assert_array_equal(done.outputs["y"], [[4.0]])
     await pool.close()

@@ -65,6 +65,7 @@ def test_model_toml_overrides_and_declares(tmp_path: Path) -> None:
         instances = 2
         [batching]
         max_batch_size = 8
+        send_ahead = true
         [[inputs]]
         name = "x"
         datatype = "FP32"
@@ -75,7 +76,7 @@ def test_model_toml_overrides_and_declares(tmp_path: Path) -> None:
     assert entry.name == "renamed" and entry.error is None and entry.config is not None
     config = entry.config
     assert (config.backend, config.file, config.instances) == ("sklearn", "weights.joblib", 2)
-    assert config.batching == BatchingConfig(max_batch_size=8)
+    assert config.batching == BatchingConfig(max_batch_size=8, send_ahead=True)
     assert config.inputs == (TensorSpec("x", "FP32", (-1, 3)),)
     assert (config.path, config.source) == (folder, toml)
 
@@ -105,6 +106,11 @@ def test_model_file_path(tmp_path: Path) -> None:
             r"model\.toml: key 'inputs\[0\]\.datatype' = 'FP33': expected one of",
         ),
         (("model.onnx",), "name = [", r"model\.toml: invalid TOML"),
+        (
+            ("model.onnx",),
+            "[batching]\nsend_ahead = 1\n",
+            r"key 'batching\.send_ahead' = 1: expected true or false",
+        ),
         (("model.onnx",), 'file = "nope.onnx"\n', r"key 'file' = 'nope.onnx'"),
         (("a.onnx", "b.onnx"), None, r"several model files \(a\.onnx, b\.onnx\)"),
         (("notes.txt",), "", r"no model file found"),

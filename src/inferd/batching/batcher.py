@@ -25,7 +25,18 @@ from inferd.clock import Clock, MonotonicClock
 from inferd.errors import InferdError, ModelError, Overloaded, ReplicaUnavailable, RequestTimeout
 
 Tensors = dict[str, np.ndarray]
-RunBatch = Callable[[Tensors], Awaitable[Tensors]]
+
+
+@dataclass(frozen=True, slots=True)
+class Computed:
+    """A batch's outputs and how long its replica worked on it, where that differs from the
+    round trip: a batch sent ahead waits at the replica behind the one it computes."""
+
+    outputs: Tensors
+    busy_s: float
+
+
+RunBatch = Callable[[Tensors], Awaitable[Tensors | Computed]]
 
 logger = logging.getLogger("inferd.batching")
 
@@ -62,6 +73,9 @@ class BatcherConfig:
     """None: only requests of equal shapes share a batch."""
     idempotent: bool = True
     """False: a failed batch is never computed again, not even one request at a time."""
+    send_ahead: bool = False
+    """Send a full batch to a busy replica, to wait there behind the one it computes: the
+    replica then never idles through the round trip to the front end between batches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +176,8 @@ class DynamicBatcher:
         self._queue.push(entries)
         self._policy.on_arrival(now, rows)
         self._wake()
+        if self._full_batch_queued() and self._capacity.room_ahead:
+            self._capacity.nudge()  # the loop may be waiting for room: this batch may go ahead
         futures = [e.ticket.future for e in entries]
         # A timer rather than wait_for: no extra future or task per request on the hot path.
         expiry = asyncio.get_running_loop().call_later(timeout, self._expire, futures, timeout)
@@ -248,7 +264,13 @@ class DynamicBatcher:
     async def _form_batches(self) -> None:
         while True:
             await self._wait_for_requests()
+            # Before waiting for a free replica: a full batch may go to a busy one (a nudge
+            # from ``submit`` finds no waiter while the loop is on its way here).
+            self._send_ahead()
+            if not len(self._queue):
+                continue
             if not await self._capacity.acquire(timeout=_IDLE_POLL_S):
+                self._send_ahead()
                 continue
             free_since = self._clock.now()
             try:
@@ -257,6 +279,35 @@ class DynamicBatcher:
             except BaseException:
                 self._capacity.release()
                 raise
+
+    def _full_batch_queued(self) -> bool:
+        return self._config.send_ahead and self._queue.rows >= self._policy.max_rows()
+
+    def _send_ahead(self) -> None:
+        # Only full batches: a partial one sent ahead would leave without the rows that arrive
+        # while it waits, and the replica gains nothing from it before it is free anyway.
+        max_rows = self._policy.max_rows()
+        while self._full_batch_queued() and self._capacity.room_ahead:
+            batch = self._queue.peek(max_rows, self._config.max_batch_bytes)
+            if sum(e.rows for e in batch) < max_rows or not self._in_time_ahead(batch):
+                return
+            self._capacity.try_acquire_ahead()
+            self._queue.remove(batch)
+            self._start(batch)
+
+    def _in_time_ahead(self, batch: list[Entry]) -> bool:
+        # A batch at the replica is computed even if its deadline passes while it waits there:
+        # send one only if it should finish in time behind the batch computing now.
+        if self._rows_per_s <= 0.0:
+            return False  # no speed measured yet
+        batch_s = self._policy.max_rows() / self._rows_per_s
+        left = min(e.deadline for e in batch) - self._clock.now()
+        return _ADMIT_SHARE * left > 2 * batch_s
+
+    def _start(self, batch: list[Entry]) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _wait_for_requests(self) -> None:
         while not len(self._queue):
@@ -316,9 +367,7 @@ class DynamicBatcher:
         if not batch:
             self._capacity.release()
             return
-        task = asyncio.get_running_loop().create_task(self._run(batch))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._start(batch)
 
     async def _run(self, batch: list[Entry]) -> None:
         try:
@@ -331,8 +380,13 @@ class DynamicBatcher:
         started = self._clock.now()
         try:
             inputs, original = self._stack(batch)
-            outputs = await self._run_batch(inputs)
-            compute_s = self._clock.now() - started
+            result = await self._run_batch(inputs)
+            now = self._clock.now()
+            if isinstance(result, Computed):
+                outputs, compute_s = result.outputs, result.busy_s
+                started = now - compute_s  # a wait at the replica is queueing, not compute
+            else:
+                outputs, compute_s = result, now - started
             rows = sum(e.rows for e in batch)
             self._policy.on_batch_done(rows, compute_s)
             if compute_s > 0:

@@ -1,7 +1,9 @@
 """Room for batches in flight: what the batcher waits for before it forms a batch.
 
 The replica pool provides it in production (one slot per ready replica); ``FixedCapacity`` is a
-fixed number of slots, for tests and in-process use.
+fixed number of slots, for tests and in-process use. Room *ahead* is for a batch that waits at a
+busy replica behind the one it computes, so that the replica starts it without waiting for the
+round trip to the front end; the batcher uses it only for full batches.
 """
 
 from __future__ import annotations
@@ -17,6 +19,17 @@ class Capacity(Protocol):
 
     def try_acquire(self) -> bool: ...
 
+    @property
+    def room_ahead(self) -> bool:
+        """Whether ``try_acquire_ahead`` would succeed now."""
+
+    def try_acquire_ahead(self) -> bool:
+        """Take room for a batch to wait behind one computing, if there is some."""
+
+    def nudge(self) -> None:
+        """Wake a waiting ``acquire`` (it returns False unless room came): a full batch is
+        queued that may go ahead."""
+
     def release(self) -> None: ...
 
     @property
@@ -25,15 +38,17 @@ class Capacity(Protocol):
 
 
 class FixedCapacity:
-    """At most ``n`` batches in flight (the batcher's loop is its only caller of ``acquire``)."""
+    """At most ``n`` batches in flight, and ``ahead`` more waiting behind them (the batcher's
+    loop is its only caller of ``acquire``)."""
 
-    def __init__(self, n: int) -> None:
-        self._free = n
+    def __init__(self, n: int, ahead: int = 0) -> None:
+        self._ahead = ahead
+        self._taken = 0
         self.slots = n
         self._waiter: asyncio.Future[None] | None = None
 
     async def acquire(self, timeout: float) -> bool:
-        if self._free == 0:
+        if self._taken >= self.slots:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await asyncio.wait((self._waiter,), timeout=timeout)
@@ -42,12 +57,25 @@ class FixedCapacity:
         return self.try_acquire()
 
     def try_acquire(self) -> bool:
-        if self._free == 0:
+        if self._taken >= self.slots:
             return False
-        self._free -= 1
+        self._taken += 1
         return True
 
-    def release(self) -> None:
-        self._free += 1
+    @property
+    def room_ahead(self) -> bool:
+        return self.slots <= self._taken < self.slots + self._ahead
+
+    def try_acquire_ahead(self) -> bool:
+        if not self.room_ahead:
+            return False
+        self._taken += 1
+        return True
+
+    def nudge(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def release(self) -> None:
+        self._taken -= 1
+        self.nudge()

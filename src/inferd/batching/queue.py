@@ -116,7 +116,14 @@ class RequestQueue:
         self._count -= len(entries)
 
     def take(self, max_rows: int, max_bytes: int) -> list[Entry]:
-        """The next batch: the most urgent oldest request, then compatible ones, level by level.
+        """The next batch (``peek``), removed from the queue."""
+        batch = self.peek(max_rows, max_bytes)
+        self.remove(batch)
+        return batch
+
+    def peek(self, max_rows: int, max_bytes: int) -> list[Entry]:
+        """The next batch, left in the queue: the most urgent oldest request, then compatible
+        ones, level by level.
 
         Compatible means same stacking ``key``; a request that would overflow the rows or bytes
         is skipped (later ones may still fit), so one large request never blocks small ones.
@@ -127,22 +134,33 @@ class RequestQueue:
             return []
         batch: list[Entry] = []
         budget = _Budget(max_rows, max_bytes)
-        for i, level in enumerate(self._levels):
-            skipped: deque[Entry] = deque()
-            while level and not budget.full:
-                entry = level.popleft()
+        for level in self._levels:
+            for entry in level:
+                if budget.full:
+                    return batch
                 if entry is head or (entry.key == head.key and budget.fits(entry)):
                     budget.add(entry)
                     batch.append(entry)
+        return batch
+
+    def remove(self, batch: list[Entry]) -> None:
+        """Remove ``batch`` (from ``peek``): entries skipped over keep their order in front."""
+        chosen = {id(e) for e in batch}
+        left = len(batch)
+        for i, level in enumerate(self._levels):
+            skipped: deque[Entry] = deque()
+            while level and left:
+                entry = level.popleft()
+                if id(entry) in chosen:
+                    left -= 1
                 else:
                     skipped.append(entry)
-            if skipped:  # back in front of the rest, in their order
+            if skipped:
                 skipped.extend(level)
                 self._levels[i] = skipped
-            if budget.full:
+            if not left:
                 break
         self._forget(batch)
-        return batch
 
 
 class _Budget:

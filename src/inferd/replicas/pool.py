@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inferd.batching.batcher import Computed
 from inferd.clock import Clock, MonotonicClock
 from inferd.config import TensorSpec
 from inferd.errors import InferdError, ReplicaUnavailable, RequestTimeout
@@ -43,6 +44,8 @@ class _Slot:
     state: SlotState
     replica: Replica | None = None
     outstanding: int = 0
+    last_done: float = 0.0
+    """When its last batch came back: the next one queued there started computing then."""
     started_at: float = 0.0
     failures: int = 0
     task: asyncio.Task[None] | None = None
@@ -131,14 +134,30 @@ class ReplicaPool:
         self._taken += 1
         return True
 
+    @property
+    def room_ahead(self) -> bool:
+        """Whether a batch may go to wait at a busy replica: one per ready replica."""
+        return self.ready_count <= self._taken < 2 * self.ready_count
+
+    def try_acquire_ahead(self) -> bool:
+        """Take room for a batch to wait at a busy replica, if there is some."""
+        if not self.room_ahead:
+            return False
+        self._taken += 1
+        return True
+
+    def nudge(self) -> None:
+        """Wake the batcher's ``acquire``: a full batch may go ahead."""
+        self._wake()
+
     def release(self) -> None:
-        """Give back the room taken by ``acquire``."""
+        """Give back the room taken by ``acquire`` or ``try_acquire_ahead``."""
         self._taken -= 1
         self._wake()
 
     @property
     def slots(self) -> int:
-        """Batches that may be in flight at once: one per ready replica."""
+        """Batches that may compute at once: one per ready replica."""
         return self.ready_count
 
     def _has_room(self) -> bool:
@@ -164,7 +183,7 @@ class ReplicaPool:
 
     # --- computing --------------------------------------------------------------------------
 
-    async def infer(self, inputs: Tensors) -> Tensors:
+    async def infer(self, inputs: Tensors) -> Computed:
         """Compute one batch; retried once on another replica if its replica dies."""
         try:
             return await self._infer_once(inputs)
@@ -176,12 +195,19 @@ class ReplicaPool:
             logger.warning("model %r: retrying a batch after: %s", self.name, first.message)
             return await self._infer_once(inputs)
 
-    async def _infer_once(self, inputs: Tensors) -> Tensors:
+    async def _infer_once(self, inputs: Tensors) -> Computed:
         slot = await self._choose()
         slot.outstanding += 1
+        sent = self._clock.now()
         try:
             assert slot.replica is not None
-            return await slot.replica.infer(inputs)
+            outputs = await slot.replica.infer(inputs)
+            # A replica computes its batches in the order they came: one sent while another
+            # computed started when that one came back.
+            done = self._clock.now()
+            busy = done - max(sent, slot.last_done)
+            slot.last_done = done
+            return Computed(outputs, busy)
         finally:
             slot.outstanding -= 1
             if slot.state is SlotState.DRAINING and slot.outstanding == 0:

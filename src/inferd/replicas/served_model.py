@@ -161,6 +161,9 @@ class ServedModel:
             timeout_s,
             padding,
             idempotent=self.config.idempotent,
+            # The SLO controller plans each batch's latency; one waiting at a replica would
+            # break its plan.
+            send_ahead=b.send_ahead and b.slo_p99_ms <= 0,
         )
 
     def _on_pool_change(self) -> None:

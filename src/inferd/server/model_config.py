@@ -67,6 +67,7 @@ def _parameters(config: ModelConfig) -> dict[str, str]:
         "isolation": config.isolation,
         "idempotent": str(config.idempotent).lower(),
         "variable_dims": config.batching.variable_dims,
+        "send_ahead": str(config.batching.send_ahead).lower(),
     }
     if config.batching.slo_p99_ms > 0:
         found["slo_p99_ms"] = f"{config.batching.slo_p99_ms:g}"
