@@ -16,8 +16,8 @@ Parts:
             clients), deadline 1 s in the body, then in a header; each window's goodput over the
             mean of the capacities measured just before and after it (the figure: the median)
   slo       a fixed request rate against delay 0, a large fixed delay, and SLO mode
-  ahead     (not in the default set) 64-row binary requests, 2 and 8 clients: the MLP against a
-            copy with ``send_ahead = true``, alternately; best with --front-end-core 0
+  ahead     (not in the default set) 64-row binary requests, 2 and 8 clients: the MLP with
+            ``send_ahead`` off and on, alternately; best with --front-end-core 0
 """
 
 from __future__ import annotations
@@ -214,13 +214,13 @@ def binary_64(
 def send_ahead(
     mlp: Path, root: Path, seconds: float, rounds: int, front_end_core: str | None
 ) -> list[dict[str, float]]:
-    """Per round: 64-row binary requests from 2 and 8 clients to the MLP as the demo configures
-    it and to a copy with ``send_ahead = true``, both servers up, measured alternately; the
-    figure is the median of the per-round ratios, and each window's replica share."""
+    """Per round: 64-row binary requests from 2 and 8 clients to copies of the MLP with
+    ``send_ahead = false`` and ``true``, both servers up, measured alternately; the figure is
+    the median of the per-round ratios, and each window's replica share."""
     body, headers = binary_body(64)
     batching = "max_batch_size = 64\nmax_queue_delay_ms = 1.0"
     folders = {
-        "off": variant(mlp, root, "mlp_plain", batching),
+        "off": variant(mlp, root, "mlp_plain", batching + "\nsend_ahead = false"),
         "on": variant(mlp, root, "mlp_ahead", batching + "\nsend_ahead = true"),
     }
     servers = {key: _server(folder, front_end_core) for key, folder in folders.items()}

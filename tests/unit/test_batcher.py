@@ -25,11 +25,16 @@ class FakeRunner:
         self.gate = asyncio.Event()
         self.gate.set()
         self.fail_on = fail_on
+        self.cancelled = 0
 
     async def __call__(self, inputs: Tensors) -> Tensors:
         x = inputs["x"]
         self.batches.append(x.shape[0])
-        await self.gate.wait()
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         if self.fail_on is not None and (x == self.fail_on).any():
             raise ModelError("bad row")
         return {"y": x * 2}
@@ -262,6 +267,37 @@ async def test_a_full_batch_goes_ahead_to_a_busy_replica_a_partial_one_waits(ahe
     np.testing.assert_array_equal(answers[2].outputs["y"], [[22.0]])
     assert runner.batches == [2, 2, 2, 2]
     await batcher.close()
+
+
+async def test_a_batch_sent_ahead_is_called_off_when_its_requests_are_given_up() -> None:
+    clock = FakeClock()
+    runner = ClockedRunner(clock)
+    batcher = make(runner, 2, ahead=1, clock=clock)
+    batcher.start()
+    await batcher.submit(rows(0, 2), 2)
+    runner.gate.clear()
+    first = asyncio.ensure_future(batcher.submit(rows(0, 2), 2))
+    await _settle()
+    gone = asyncio.ensure_future(batcher.submit(rows(10, 2), 2))
+    await _settle()
+    assert runner.batches == [2, 2, 2]  # sent ahead, waiting behind the first
+    gone.cancel()
+    await _settle()
+    # Its run is cancelled: a process replica is sent Cancel and skips it if not started.
+    assert runner.cancelled == 1
+    runner.gate.set()
+    await first
+    await batcher.close()
+
+
+async def test_a_batch_called_off_before_it_ran_still_gives_its_room_back() -> None:
+    capacity = FixedCapacity(1)
+    batcher = DynamicBatcher("m", FakeRunner(), BatchPolicy(2), capacity)
+    assert capacity.try_acquire()
+    task = batcher._start([])  # cancelled before its first step: its body never runs
+    task.cancel()
+    await _settle()
+    assert task.cancelled() and capacity.try_acquire()
 
 
 async def test_a_batch_that_would_miss_its_deadline_waiting_is_not_sent_ahead() -> None:

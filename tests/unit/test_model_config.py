@@ -58,5 +58,5 @@ def test_a_batched_model_drops_the_batch_axis_and_lists_its_batching() -> None:
     assert batching["default_queue_policy"]["default_timeout_microseconds"] == 1_500_000
     assert doc["instance_group"][0] == {"name": "m", "kind": "KIND_GPU", "count": 3}
     assert doc["parameters"]["slo_p99_ms"] == {"string_value": "40"}
-    assert doc["parameters"]["send_ahead"] == {"string_value": "false"}
+    assert doc["parameters"]["send_ahead"] == {"string_value": "true"}
     assert doc["parameters"]["autoscaling_max_replicas"] == {"string_value": "4"}

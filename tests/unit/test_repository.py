@@ -65,7 +65,7 @@ def test_model_toml_overrides_and_declares(tmp_path: Path) -> None:
         instances = 2
         [batching]
         max_batch_size = 8
-        send_ahead = true
+        send_ahead = false
         [[inputs]]
         name = "x"
         datatype = "FP32"
@@ -76,7 +76,7 @@ def test_model_toml_overrides_and_declares(tmp_path: Path) -> None:
     assert entry.name == "renamed" and entry.error is None and entry.config is not None
     config = entry.config
     assert (config.backend, config.file, config.instances) == ("sklearn", "weights.joblib", 2)
-    assert config.batching == BatchingConfig(max_batch_size=8, send_ahead=True)
+    assert config.batching == BatchingConfig(max_batch_size=8, send_ahead=False)
     assert config.inputs == (TensorSpec("x", "FP32", (-1, 3)),)
     assert (config.path, config.source) == (folder, toml)
 

@@ -119,6 +119,8 @@ class DynamicBatcher:
         self._waiter: asyncio.Future[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._ahead: dict[asyncio.Task[None], list[Entry]] = {}
+        """Batches sent ahead, while they may still be waiting at their replica."""
         self._rows_per_s = 0.0  # one replica's speed, smoothed over recent batches
 
     @property
@@ -293,7 +295,12 @@ class DynamicBatcher:
                 return
             self._capacity.try_acquire_ahead()
             self._queue.remove(batch)
-            self._start(batch)
+            task = self._start(batch)
+            self._ahead[task] = batch
+            task.add_done_callback(self._ahead_done)
+
+    def _ahead_done(self, task: asyncio.Task[None]) -> None:
+        self._ahead.pop(task, None)
 
     def _in_time_ahead(self, batch: list[Entry]) -> bool:
         # A batch at the replica is computed even if its deadline passes while it waits there:
@@ -304,10 +311,18 @@ class DynamicBatcher:
         left = min(e.deadline for e in batch) - self._clock.now()
         return _ADMIT_SHARE * left > 2 * batch_s
 
-    def _start(self, batch: list[Entry]) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(batch))
+    def _start(self, batch: list[Entry]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._compute(batch))
         self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        # A callback, not a ``finally`` in the task: a task cancelled before its first step
+        # never runs its body, and its room would never be given back.
+        task.add_done_callback(self._batch_done)
+        return task
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._capacity.release()
+        self._wake()
 
     async def _wait_for_requests(self) -> None:
         while not len(self._queue):
@@ -356,6 +371,9 @@ class DynamicBatcher:
         # Called when a request is given up, not per batch: a scan of the queue per batch cost
         # O(queue) under overload, when the queue is longest.
         self._queue.remove_if(lambda e: e.ticket.future.done())
+        for task, batch in list(self._ahead.items()):
+            if all(e.ticket.future.done() for e in batch):
+                task.cancel()  # the replica skips it if it has not started it
 
     def _dispatch(self, free_since: float) -> None:
         # A method of its own so that no local in the long-lived loop keeps the last batch

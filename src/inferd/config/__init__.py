@@ -30,7 +30,7 @@ A model folder holds its files and an optional ``model.toml``::
     timeout_ms = 60000              # deadline of requests that set none
     variable_dims = "group"         # or "pad": pad variable dims to the batch's longest
     pad_value = 0
-    send_ahead = false              # a full batch may wait at a busy replica (no idle gap)
+    send_ahead = true               # a full batch may wait at a busy replica (no idle gap)
 
     [[inputs]]                      # optional where the model file declares its signature
     name = "input"

@@ -140,7 +140,7 @@ def _read_batching(table: _Table) -> BatchingConfig:
         "pad_value": _number(sub, "pad_value", 0.0),
         "preferred_batch_sizes": _sizes(sub),
         "variable_dims": sub.get("variable_dims", str, "group", "'group' or 'pad'"),
-        "send_ahead": sub.get("send_ahead", bool, False, "true or false"),
+        "send_ahead": sub.get("send_ahead", bool, True, "true or false"),
     }
     if values["variable_dims"] not in ("group", "pad"):
         raise sub.error("variable_dims", "'group' or 'pad'")

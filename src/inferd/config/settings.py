@@ -58,10 +58,10 @@ class BatchingConfig:
     variable_dims: str = "group"
     """Inputs whose non-batch dims vary: 'group' batches only equal shapes; 'pad' pads them."""
     pad_value: float = 0.0
-    send_ahead: bool = False
+    send_ahead: bool = True
     """Send a full batch to a busy replica to wait there, so that it never idles through the
-    round trip between batches. Such a batch is computed even if its clients leave while it
-    waits (deadlines still hold: it goes only if it should finish in time). Not in SLO mode."""
+    round trip between batches; if its clients leave before it starts, the replica skips it.
+    Not in SLO mode."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ import numpy as np
 from inferd.config import ModelConfig, TensorSpec
 from inferd.errors import ConfigError, InferdError, ReplicaUnavailable
 from inferd.replicas.protocol import (
+    Cancel,
     Failed,
     FrameReader,
     Infer,
@@ -165,6 +166,13 @@ class ProcessReplica:
             for piece in encode(Infer(seq, inputs)):
                 channel.transport.write(piece)
             return await future
+        except asyncio.CancelledError:
+            # Nobody waits for it (a batch sent ahead whose clients left): if it has not
+            # started, the replica skips it.
+            if self.alive and channel.transport is not None and not channel.transport.is_closing():
+                for piece in encode(Cancel(seq)):
+                    channel.transport.write(piece)
+            raise
         finally:
             self._pending.pop(seq, None)
 

@@ -43,6 +43,13 @@ class Infer:
 
 
 @dataclass(frozen=True, slots=True)
+class Cancel:
+    """Skip batch ``seq`` if it has not started: nobody waits for it any more."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """A batch's outputs and how long the model took."""
 
@@ -80,7 +87,7 @@ class Shutdown:
     """Finish and exit."""
 
 
-Message = Infer | Result | Failed | Ready | LoadFailed | Shutdown
+Message = Infer | Cancel | Result | Failed | Ready | LoadFailed | Shutdown
 
 
 def encode(message: Message) -> list[bytes | memoryview]:
@@ -264,3 +271,19 @@ class BlockingChannel:
                 return None
             self._reader.advance(n)
         return self._inbox.pop(0)
+
+    def cancelled(self) -> set[int]:
+        """The batches cancelled by the frames already arrived, read without waiting; those
+        frames leave the inbox, the others keep their order."""
+        while True:
+            try:
+                n = self._sock.recv_into(self._reader.buffer(), 0, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if n == 0:
+                break  # closed: ``receive`` reports it
+            self._reader.advance(n)
+        seqs = {m.seq for m in self._inbox if isinstance(m, Cancel)}
+        if seqs:
+            self._inbox[:] = [m for m in self._inbox if not isinstance(m, Cancel)]
+        return seqs

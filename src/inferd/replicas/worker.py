@@ -19,6 +19,7 @@ from inferd.errors import ConfigError, InferdError
 from inferd.gc_tuning import freeze_startup_objects, tune_for_serving
 from inferd.replicas.protocol import (
     BlockingChannel,
+    Cancel,
     Failed,
     Infer,
     LoadFailed,
@@ -78,16 +79,31 @@ def _limit_threads(threads: int) -> None:
 
 
 def _serve(channel: BlockingChannel, name: str, backend: object) -> None:
+    cancelled: set[int] = set()
+    last = -1  # the last batch taken: a later Cancel of it or of one before comes too late
     while True:
         try:
             message = channel.receive()
+            if isinstance(message, Infer):
+                # A batch sent ahead waited here while the one before computed: its clients
+                # may have left meanwhile.
+                cancelled |= channel.cancelled()
         except OSError:
             return
         if message is None or isinstance(message, Shutdown):
             return
+        if isinstance(message, Cancel):
+            if message.seq > last:
+                cancelled.add(message.seq)
+            continue
         if not isinstance(message, Infer):
             logger.error("replica of %r got an unexpected %s", name, type(message).__name__)
             continue
+        last = message.seq
+        skip = last in cancelled
+        cancelled = {seq for seq in cancelled if seq > last}
+        if skip:
+            continue  # nobody waits for its answer
         started = time.perf_counter()
         try:
             outputs = predict_checked(name, backend, message.inputs)  # type: ignore[arg-type]
