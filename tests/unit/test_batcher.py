@@ -242,16 +242,24 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-@pytest.mark.parametrize("ahead", [0, 1])
-async def test_a_full_batch_goes_ahead_to_a_busy_replica_a_partial_one_waits(ahead: int) -> None:
+async def _busy_at_a_known_speed(
+    ahead: int,
+) -> tuple[DynamicBatcher, ClockedRunner, asyncio.Future[Answer]]:
+    """A batcher that measured 2 rows/s, its replica now holding a batch of 2 rows."""
     clock = FakeClock()
     runner = ClockedRunner(clock)
     batcher = make(runner, 2, ahead=ahead, clock=clock)
     batcher.start()
-    await batcher.submit(rows(0, 2), 2)  # measures the speed: a batch of 2 in 1 s
+    await batcher.submit(rows(0, 2), 2)
     runner.gate.clear()
     first = asyncio.ensure_future(batcher.submit(rows(0, 2), 2))
     await _settle()
+    return batcher, runner, first
+
+
+@pytest.mark.parametrize("ahead", [0, 1])
+async def test_a_full_batch_goes_ahead_to_a_busy_replica_a_partial_one_waits(ahead: int) -> None:
+    batcher, runner, first = await _busy_at_a_known_speed(ahead)
     partial = asyncio.ensure_future(batcher.submit(rows(10, 1), 1))
     await _settle()
     assert runner.batches == [2, 2]  # one row: it waits for the replica, and for company
@@ -270,14 +278,7 @@ async def test_a_full_batch_goes_ahead_to_a_busy_replica_a_partial_one_waits(ahe
 
 
 async def test_a_batch_sent_ahead_is_called_off_when_its_requests_are_given_up() -> None:
-    clock = FakeClock()
-    runner = ClockedRunner(clock)
-    batcher = make(runner, 2, ahead=1, clock=clock)
-    batcher.start()
-    await batcher.submit(rows(0, 2), 2)
-    runner.gate.clear()
-    first = asyncio.ensure_future(batcher.submit(rows(0, 2), 2))
-    await _settle()
+    batcher, runner, first = await _busy_at_a_known_speed(1)
     gone = asyncio.ensure_future(batcher.submit(rows(10, 2), 2))
     await _settle()
     assert runner.batches == [2, 2, 2]  # sent ahead, waiting behind the first
@@ -301,16 +302,9 @@ async def test_a_batch_called_off_before_it_ran_still_gives_its_room_back() -> N
 
 
 async def test_a_batch_that_would_miss_its_deadline_waiting_is_not_sent_ahead() -> None:
-    clock = FakeClock()
-    runner = ClockedRunner(clock)
-    batcher = make(runner, 2, ahead=1, clock=clock)
-    batcher.start()
-    await batcher.submit(rows(0, 2), 2)  # 1 s a batch
-    runner.gate.clear()
-    first = asyncio.ensure_future(batcher.submit(rows(0, 2), 2))
-    await _settle()
+    batcher, runner, first = await _busy_at_a_known_speed(1)
     # Behind a batch of up to 1 s, then 1 s of its own: a 1.5 s deadline does not leave room.
-    soon = asyncio.ensure_future(batcher.submit(rows(10, 2), 2, timeout_s=1.5))
+    soon = asyncio.ensure_future(batcher.submit(rows(10, 2), 2, timeout_s=1.5))  # 1 s a batch
     await _settle()
     assert runner.batches == [2, 2]
     runner.gate.set()

@@ -321,6 +321,10 @@ class DynamicBatcher:
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._give_back()
+
+    def _give_back(self) -> None:
+        # A batch's room goes back, and the loop may form the next one.
         self._capacity.release()
         self._wake()
 
@@ -388,11 +392,11 @@ class DynamicBatcher:
         self._start(batch)
 
     async def _run(self, batch: list[Entry]) -> None:
+        # Inline, in the request's own task (``submit`` when the model is idle).
         try:
             await self._compute(batch)
         finally:
-            self._capacity.release()
-            self._wake()
+            self._give_back()
 
     async def _compute(self, batch: list[Entry]) -> None:
         started = self._clock.now()

@@ -78,31 +78,49 @@ def _limit_threads(threads: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
+class _Skips:
+    """Batches cancelled before they started. A Cancel that arrives once its batch was taken
+    comes too late and is dropped, so the set never grows."""
+
+    def __init__(self) -> None:
+        self._seqs: set[int] = set()
+        self._last = -1
+
+    def cancel(self, seq: int) -> None:
+        if seq > self._last:
+            self._seqs.add(seq)
+
+    def take(self, seq: int) -> bool:
+        """Whether batch ``seq``, next to start, is to be skipped."""
+        self._last = seq
+        if not self._seqs:
+            return False
+        skip = seq in self._seqs
+        self._seqs = {s for s in self._seqs if s > seq}
+        return skip
+
+
 def _serve(channel: BlockingChannel, name: str, backend: object) -> None:
-    cancelled: set[int] = set()
-    last = -1  # the last batch taken: a later Cancel of it or of one before comes too late
+    skips = _Skips()
     while True:
         try:
             message = channel.receive()
             if isinstance(message, Infer):
                 # A batch sent ahead waited here while the one before computed: its clients
                 # may have left meanwhile.
-                cancelled |= channel.cancelled()
+                for seq in channel.cancelled():
+                    skips.cancel(seq)
         except OSError:
             return
         if message is None or isinstance(message, Shutdown):
             return
         if isinstance(message, Cancel):
-            if message.seq > last:
-                cancelled.add(message.seq)
+            skips.cancel(message.seq)
             continue
         if not isinstance(message, Infer):
             logger.error("replica of %r got an unexpected %s", name, type(message).__name__)
             continue
-        last = message.seq
-        skip = last in cancelled
-        cancelled = {seq for seq in cancelled if seq > last}
-        if skip:
+        if skips.take(message.seq):
             continue  # nobody waits for its answer
         started = time.perf_counter()
         try:

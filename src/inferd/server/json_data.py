@@ -35,9 +35,6 @@ def _orjson_writes(dtype: np.dtype[Any]) -> bool:
 
 # orjson < 3.10 cannot write FP16, and no version writes non-native byte order.
 _ORJSON_DATATYPES: Final = frozenset(n for n, dt in WIRE_DTYPES.items() if _orjson_writes(dt))
-_ORJSON_NATIVE: Final = frozenset(
-    np.dtype(d).name for d in ("float16", "float32", "float64") if _orjson_writes(np.dtype(d))
-)
 
 
 def array_from_json(name: str, datatype: str, shape: list[int], data: Any) -> NDArray[Any]:
@@ -205,7 +202,7 @@ def _flatten(data: list[Any]) -> Iterator[Any]:
 def json_from_array(name: str, array: NDArray[Any], datatype: str) -> Any:
     """Output ``name``'s flat JSON ``data``; numeric arrays are left for orjson to write."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        return _with_non_finite(array)
+        return _with_non_finite(array, datatype)
     if datatype in _ORJSON_DATATYPES:
         return array.reshape(-1)
     if datatype != "BYTES":
@@ -222,13 +219,13 @@ def json_from_array(name: str, array: NDArray[Any], datatype: str) -> Any:
         ) from None
 
 
-def _with_non_finite(array: NDArray[Any]) -> orjson.Fragment:
+def _with_non_finite(array: NDArray[Any], datatype: str) -> orjson.Fragment:
     """The flat data with NaN and infinities as literals (see the module docstring): orjson
     writes the finite values, which are then spliced around the literals."""
     flat = array.reshape(-1)
     finite = np.isfinite(flat)
     filled = np.where(finite, flat, 0)
-    if filled.dtype.name not in _ORJSON_NATIVE:
+    if datatype not in _ORJSON_DATATYPES:  # FP16 with an old orjson
         filled = filled.astype(np.float64)
     items = orjson.dumps(filled, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
     for index in np.flatnonzero(~finite):
