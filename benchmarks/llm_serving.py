@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.llm_serving [--requests 32] [--rounds 3] [--threads 2]
                                                [--dtype float32|bfloat16] [--whole] [--raw]
+                                               [--compile]
 
 The model is ``benchmarks.llm_engine``'s (Llama, hidden 512, 8 layers, 8 heads, intermediate
 1536, vocab 32000, random weights saved in fp32), with a 32,000-token word-level tokenizer so
@@ -14,7 +15,9 @@ official ``openai`` client (token-id prompts of 128 tokens, 128 output tokens ea
 lean HTTP client instead of the ``openai`` one (as vLLM's benchmark_serving uses aiohttp, not
 the SDK): here the load generator's CPU is taken from the server's two cores; ratios are
 taken within each round, and their median reported. transformers runs in fp32 (what it loads
-this checkpoint as) and, with ``--dtype bfloat16``, in bf16 too. Then
+this checkpoint as) and, with ``--dtype bfloat16``, in bf16 too. ``--compile`` serves with
+``[llm] compile = true`` and streams each round's requests through the lean client to a second,
+eager server as well, so compiled and eager compare within the round. Then
 (d) time to first token over the API for a 1,040-token prompt whose first 1,024 tokens were
 served before, against a cold one.
 """
@@ -68,7 +71,7 @@ def write_tokenizer(folder: Path) -> None:
 
 
 def start_server(
-    folder: Path, threads: int, num_seqs: int, dtype: str
+    folder: Path, threads: int, num_seqs: int, dtype: str, compile: bool = False
 ) -> tuple[subprocess.Popen[bytes], str]:
     element = torch.empty((), dtype=getattr(torch, dtype)).element_size()
     tokens = num_seqs * (PROMPT_LEN + NEW_TOKENS) + 4 * 1100
@@ -76,6 +79,7 @@ def start_server(
     (folder / "model.toml").write_text(
         f'name = "{MODEL}"\nbackend = "llm"\nthreads = {threads}\n\n'
         f'[llm]\ndtype = "{dtype}"\nkv_cache_mb = {kv_mb}\nmax_num_seqs = {max(num_seqs, 64)}\n'
+        f"compile = {str(compile).lower()}\n"
     )
     port = free_port()
     proc = subprocess.Popen(
@@ -86,7 +90,7 @@ def start_server(
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # compile = true compiles before it is ready
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
@@ -191,13 +195,18 @@ async def served_prefix_ttft(url: str, repeats: int = 3) -> dict[str, float]:
     return {"cold_ms": statistics.median(cold) * 1e3, "cached_ms": statistics.median(warm) * 1e3}
 
 
-def compare(models: dict[str, Any], url: str, args: argparse.Namespace) -> dict[str, Any]:
+def compare(
+    models: dict[str, Any], url: str, args: argparse.Namespace, eager_url: str | None = None
+) -> dict[str, Any]:
     """Rounds of (a), (b) and (c) back to back, each round's ratios taken within the round:
     the machine's speed drifts by 1.5x over minutes, so figures from different moments do
     not compare. ``models`` holds transformers' model in each reference precision; the served
-    model computes in ``args.dtype``, which is one of them.
+    model computes in ``args.dtype``, which is one of them. ``eager_url``: a second server,
+    not compiled, streamed through the lean client too (``--compile``).
     """
-    asyncio.run(served_throughput(url, random_prompts(4, 16, 9)))  # warm-up
+    for served in (url, eager_url):
+        if served is not None:
+            asyncio.run(served_throughput(served, random_prompts(4, 16, 9)))  # warm-up
     rounds: list[dict[str, float]] = []
     for index in range(args.rounds):
         # Fresh prompts each round, or the server's prefix cache would skip their prefill.
@@ -212,6 +221,10 @@ def compare(models: dict[str, Any], url: str, args: argparse.Namespace) -> dict[
             again = random_prompts(args.requests, PROMPT_LEN, seed=300 + index)
             raw = asyncio.run(served_throughput(url, again, raw=True))
             figures["inferd_http_streamed"] = raw["tokens_per_s"]
+        if eager_url is not None:
+            again = random_prompts(args.requests, PROMPT_LEN, seed=400 + index)
+            eager = asyncio.run(served_throughput(eager_url, again, raw=True))
+            figures["inferd_eager_http_streamed"] = eager["tokens_per_s"]
         if args.whole:
             again = random_prompts(args.requests, PROMPT_LEN, seed=200 + index)
             whole = asyncio.run(served_throughput(url, again, stream=False))
@@ -251,6 +264,11 @@ def main() -> None:
         default="float32",
         help="the served model's precision; transformers runs in it too (and in float32)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="serve with [llm] compile = true, and measure a second, eager server beside it",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -261,17 +279,23 @@ def main() -> None:
         models = {"float32": model}
         if args.dtype != "float32":
             models[args.dtype] = copy.deepcopy(model).to(getattr(torch, args.dtype))
-        proc, url = start_server(folder, args.threads, args.requests, args.dtype)
+        proc, url = start_server(folder, args.threads, args.requests, args.dtype, args.compile)
+        procs, eager_url = [proc], None
         try:
-            results = compare(models, url, args)
+            if args.compile:
+                eager, eager_url = start_server(folder, args.threads, args.requests, args.dtype)
+                procs.append(eager)
+            results = compare(models, url, args, eager_url)
             results["prefix_ttft"] = asyncio.run(served_prefix_ttft(url))
             results["metrics"] = kv_metrics(url)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            for running in procs:
+                running.terminate()
+                running.wait(30)
     results["setup"] = {**vars(args), "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS}
     print(render(results))
     name = "llm_serving" if args.dtype == "float32" else f"llm_serving_{args.dtype}"
+    name += "_compiled" if args.compile else ""
     print(f"saved {save(name, results)}")
 
 

@@ -385,3 +385,25 @@ def test_an_int8_llm_with_an_int8_kv_cache_serves(tmp_path: Path) -> None:
         log = srv.log()
     assert out.choices[0].text and out.usage is not None and out.usage.completion_tokens == 8
     assert "quantization=int8" in log and "kv_cache_dtype=int8" in log, log[-2000:]
+
+
+def test_a_compiled_llm_writes_what_the_eager_one_writes(
+    client: openai.OpenAI, tmp_path: Path
+) -> None:
+    """``[llm] compile = true``: the same greedy text, streamed and not, as the eager server
+    (the same checkpoint, fp32); the server is ready only once the model has compiled."""
+    compiled = write_tiny_llama(tmp_path / MODEL)
+    (compiled / "model.toml").write_text(
+        'backend = "llm"\n\n[llm]\nkv_cache_mb = 4\ncompile = true\n'
+    )
+    with (
+        ServerProcess([compiled], log_dir=tmp_path) as srv,
+        openai.OpenAI(base_url=f"{srv.url}/v1", api_key="-", max_retries=0) as fast,
+    ):
+        assert greedy(fast, max_tokens=16) == greedy(client, max_tokens=16)
+        chunks = fast.completions.create(
+            model=MODEL, prompt=PROMPT, max_tokens=16, temperature=0, stream=True, extra_body=NO_EOS
+        )
+        assert "".join(c.choices[0].text for c in chunks) == greedy(client, max_tokens=16)
+        log = srv.log()
+    assert "compile=true" in log, log[-2000:]

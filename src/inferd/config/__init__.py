@@ -58,6 +58,7 @@ A model folder holds its files and an optional ``model.toml``::
     quantization = "none"           # none | int8 (weights) | w8a8 (weights and activations)
     kv_cache_dtype = "auto"         # auto | int8 (about 3.8x the KV blocks in the same memory)
     pack_weights = true             # CPU: linear weights packed for oneDNN once, at load
+    compile = false                 # torch.compile the model at load: faster, slower to start
 
     [parameters]                    # free-form, handed to a python backend's constructor
 

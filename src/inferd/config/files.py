@@ -168,6 +168,7 @@ def _read_llm(table: _Table) -> LLMSettings:
         quantization=_choice(sub, "quantization", "none", LLM_QUANTIZATIONS),
         kv_cache_dtype=_choice(sub, "kv_cache_dtype", "auto", KV_CACHE_DTYPES),
         pack_weights=sub.get("pack_weights", bool, True, "true or false"),
+        compile=sub.get("compile", bool, False, "true or false"),
     )
     sub.reject_unknown()
     return settings

@@ -101,6 +101,9 @@ class LLMSettings:
     """auto (the model's dtype) or int8 (a scale per token and head: ~3.8x the blocks)."""
     pack_weights: bool = True
     """CPU: reorder fp32/bf16 linear weights once for oneDNN (fp32 keeps a plain copy too)."""
+    compile: bool = False
+    """Compile the model with torch.compile at load (instead of packing): faster steps, and
+    tens of seconds more before the model is ready."""
 
 
 @dataclass(frozen=True, slots=True)

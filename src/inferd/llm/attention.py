@@ -11,11 +11,18 @@ one new token (decodes) are attended together: their blocks are gathered into a 
 ``[B, max_blocks * block_size, ...]`` buffer, reused by every layer, and one SDPA call with a
 padding mask serves them all. Sequences with several new tokens (prefill chunks) are attended
 one at a time; a chunk with no cached context skips the gather and uses ``is_causal``.
+
+Models reach all this through ``attend(q, k, v, layer)``; the step's ``AttentionBatch`` is not
+an argument of the model but the thread's current step (``step_context``), as in vLLM's
+forward context. That keeps the batch, whose tuples change every step, out of what
+``torch.compile`` traces: compiled, ``attend`` is one opaque custom op (``inferd::attention``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -126,6 +133,60 @@ class AttentionBatch:
             return LayerKV(keys, values)
         scales = self.kv_scales[layer_index, 0], self.kv_scales[layer_index, 1]
         return LayerKV(keys, values, scales)
+
+
+_STEP: ContextVar[AttentionBatch] = ContextVar("inferd_attention_step")
+
+
+@contextmanager
+def step_context(batch: AttentionBatch) -> Iterator[None]:
+    """Make ``batch`` the step that ``attend`` reads in this thread, for the block's duration."""
+    token = _STEP.set(batch)
+    try:
+        yield
+    finally:
+        _STEP.reset(token)
+
+
+def current_step() -> AttentionBatch:
+    """The batch of the step this thread is computing (``step_context``)."""
+    try:
+        return _STEP.get()
+    except LookupError:
+        raise RuntimeError(
+            "attention ran outside a step: call the model inside step_context(batch)"
+        ) from None
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, scale: float | None = None
+) -> torch.Tensor:
+    """The models' attention: ``paged_attention`` over the current step's batch.
+
+    Under ``torch.compile`` it is the custom op ``inferd::attention``, which the compiler
+    keeps as one call instead of tracing the batch's Python structure.
+    """
+    if torch.compiler.is_compiling():
+        out: torch.Tensor = _attention_op(q, k, v, layer, scale)
+        return out
+    return paged_attention(q, k, v, current_step(), layer, scale)
+
+
+@torch.library.custom_op("inferd::attention", mutates_args=())
+def _attention_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, scale: float | None
+) -> torch.Tensor:
+    # Writes the step's K/V into the cache, which is no argument: no compiled graph reads
+    # the cache, and each layer's call depends on the previous layer's output, so the
+    # calls keep their order.
+    return paged_attention(q, k, v, current_step(), layer, scale)
+
+
+@_attention_op.register_fake
+def _(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, scale: float | None
+) -> torch.Tensor:
+    return torch.empty_like(q)
 
 
 def allocate_kv_cache(

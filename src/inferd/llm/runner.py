@@ -8,6 +8,7 @@ and returns the logits of the rows that sample. Sampling is the engine's busines
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,7 +17,12 @@ from torch import nn
 
 from inferd.backends.torch_packing import packing_available
 from inferd.errors import ConfigError
-from inferd.llm.attention import allocate_kv_cache, allocate_kv_scales, build_attention_batch
+from inferd.llm.attention import (
+    allocate_kv_cache,
+    allocate_kv_scales,
+    build_attention_batch,
+    step_context,
+)
 from inferd.llm.checkpoint import ModelArchConfig
 from inferd.llm.decode_cache import DecodeCache
 from inferd.llm.models import resolve_dtype
@@ -60,6 +66,10 @@ def num_blocks_for_budget(
     return num_blocks
 
 
+Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(input_ids, positions, logits_indices) -> logits: the model, or its compiled form."""
+
+
 class ModelRunner:
     """Runs a model over a paged KV cache: ``execute(plan)`` -> logits of the sampling rows."""
 
@@ -74,6 +84,7 @@ class ModelRunner:
         """``kv_cache_dtype``: ``auto`` (the model's dtype) or ``int8`` (with scales)."""
         weight = next(model.parameters())
         self.model = model
+        self.forward: Forward = model
         self.arch = arch
         self.device = weight.device
         self.dtype = weight.dtype
@@ -127,6 +138,36 @@ class ModelRunner:
         logger.info("%d linear layers packed for oneDNN", packed)
         return packed
 
+    def compile(self) -> None:
+        """Run the model through ``torch.compile`` (TorchInductor) from the next step on.
+
+        Weights are frozen into the compiled code, which lets Inductor prepack them and fuse
+        the element-wise work between GEMMs; attention stays one opaque op
+        (``attention.attend``). The token axes are unbacked symbols, so one graph serves
+        every step from a 1-token decode to a full prefill. The first step compiles (tens of
+        seconds on a small CPU); ``LLMEngine.warm_up`` does that before serving.
+        """
+        from torch._inductor import config as inductor_config
+
+        compiled = torch.compile(self.model, dynamic=True)
+
+        def forward(
+            input_ids: torch.Tensor, positions: torch.Tensor, logits_indices: torch.Tensor
+        ) -> torch.Tensor:
+            for tensor in (input_ids, positions, logits_indices):
+                # Without this a 1-token step (or a step that samples 0 or 1 rows) would
+                # specialize and compile a graph of its own.
+                torch._dynamo.decorators.mark_unbacked(tensor, 0)
+            # Freezing is read when a graph compiles, inside this call. Passed as
+            # torch.compile(options=...) it did not take (steps measured as without it);
+            # patched here, it stays off for anything else compiled in this process.
+            with inductor_config.patch(freezing=True):
+                logits: torch.Tensor = compiled(input_ids, positions, logits_indices)
+            return logits
+
+        self.forward = forward
+        logger.info("model forward compiled with TorchInductor on first step")
+
     @property
     def kv_cache_bytes(self) -> int:
         scales = 0 if self.kv_scales is None else self.kv_scales.numel() * 4
@@ -144,7 +185,8 @@ class ModelRunner:
             batch = build_attention_batch(
                 chunks, self.kv_cache, decode_cache=self.decode_cache, kv_scales=self.kv_scales
             )
-            logits: torch.Tensor = self.model(input_ids, positions, batch)
+            with step_context(batch):
+                logits = self.forward(input_ids, positions, batch.logits_indices)
         return RunnerStep(logits, request_ids)
 
     def _long_tensor(self, values: list[int]) -> torch.Tensor:

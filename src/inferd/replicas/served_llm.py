@@ -82,13 +82,14 @@ class ServedLLM:
         runner, settings = core.runner, self._engine_config
         assert settings is not None
         logger.info(
-            "LLM %r loaded: %s, dtype=%s quantization=%s kv_cache_dtype=%s, %d KV blocks of %d "
-            "tokens (%.0f MiB), %d compute threads",
+            "LLM %r loaded: %s, dtype=%s quantization=%s kv_cache_dtype=%s compile=%s, %d KV "
+            "blocks of %d tokens (%.0f MiB), %d compute threads",
             self.name,
             core.arch.architecture,
             str(runner.dtype).removeprefix("torch."),
             settings.quantization,
             settings.kv_cache_dtype,
+            str(settings.compile).lower(),
             runner.num_blocks,
             runner.block_size,
             runner.kv_cache_bytes / _MIB,
@@ -130,6 +131,7 @@ class ServedLLM:
             quantization=quantization,
             kv_cache_dtype=settings.kv_cache_dtype,
             pack_weights=settings.pack_weights,
+            compile=settings.compile,
         )
         self._engine_config = engine_config
         return AsyncLLMEngine.from_config(engine_config), tokenizer

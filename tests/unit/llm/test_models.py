@@ -21,7 +21,11 @@ transformers = pytest.importorskip("transformers")
 from tiny_configs import GPT2_SHAPE, LLAMA_SHAPE  # noqa: E402
 
 from inferd.errors import ConfigError  # noqa: E402
-from inferd.llm.attention import allocate_kv_cache, build_attention_batch  # noqa: E402
+from inferd.llm.attention import (  # noqa: E402
+    allocate_kv_cache,
+    build_attention_batch,
+    step_context,
+)
 from inferd.llm.checkpoint import (  # noqa: E402
     ModelArchConfig,
     RopeScaling,
@@ -119,8 +123,8 @@ class PagedDriver:
             batch = dataclasses.replace(batch, logits_indices=rows)
         input_ids = torch.tensor([t for c in chunks for t in c.token_ids])
         positions = torch.tensor([p for c in chunks for p in c.positions])
-        with torch.inference_mode():
-            return self.model(input_ids, positions, batch)
+        with torch.inference_mode(), step_context(batch):
+            return self.model(input_ids, positions, batch.logits_indices)
 
     def generate(self, prompts: list[list[int]], num_tokens: int) -> list[list[int]]:
         """Greedy: all prompts prefilled in one step, then decoded together."""

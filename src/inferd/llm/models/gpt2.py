@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inferd.llm.attention import AttentionBatch, paged_attention
+from inferd.llm.attention import attend
 from inferd.llm.checkpoint import ModelArchConfig
 
 _CONV1D_WEIGHTS = (
@@ -37,10 +37,10 @@ class GPT2Attention(nn.Module):
         if config.scale_attn_by_inverse_layer_idx:
             self.scale /= layer_index + 1
 
-    def forward(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (-1, self.num_heads, self.head_dim)
         q, k, v = (part.view(shape) for part in self.c_attn(x).chunk(3, dim=-1))
-        out = paged_attention(q, k, v, batch, self.layer_index, self.scale)
+        out = attend(q, k, v, self.layer_index, self.scale)
         projected: torch.Tensor = self.c_proj(out.reshape(x.shape))
         return projected
 
@@ -65,8 +65,8 @@ class GPT2Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
         self.mlp = GPT2MLP(config)
 
-    def forward(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), batch)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
         out: torch.Tensor = x + self.mlp(self.ln_2(x))
         return out
 
@@ -89,13 +89,14 @@ class GPT2LMHeadModel(nn.Module):
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch
+        self, input_ids: torch.Tensor, positions: torch.Tensor, logits_indices: torch.Tensor
     ) -> torch.Tensor:
-        """input_ids, positions [T] -> fp32 logits [len(batch.logits_indices), vocab]."""
+        """input_ids, positions [T] -> fp32 logits [len(logits_indices), vocab], inside
+        ``attention.step_context``."""
         x = self.wte(input_ids) + self.wpe(positions)
         for block in self.h:
-            x = block(x, batch)
-        x = self.ln_f(x.index_select(0, batch.logits_indices))
+            x = block(x)
+        x = self.ln_f(x.index_select(0, logits_indices))
         if self.lm_head is None:
             return F.linear(x, self.wte.weight).float()
         logits: torch.Tensor = self.lm_head(x)  # an int8 head is a module, not a weight

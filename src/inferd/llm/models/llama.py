@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inferd.llm.attention import AttentionBatch, paged_attention
+from inferd.llm.attention import attend
 from inferd.llm.checkpoint import ModelArchConfig, RopeScaling
 
 
@@ -75,9 +75,13 @@ class RotaryEmbedding(nn.Module):
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``x`` [T, H, D]: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    if torch.compiler.is_compiling():
+        # The compiler fuses the plain expression into one loop (and cannot trace ``out=``
+        # into a strided view).
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
     # Written into one output with in-place ops: on CPU the temporaries of the plain
     # expression (four products and a cat) cost more than the arithmetic.
-    x1, x2 = x.chunk(2, dim=-1)
     out = torch.empty_like(x)
     out1, out2 = out.chunk(2, dim=-1)
     torch.mul(x1, cos, out=out1).addcmul_(x2, sin, value=-1)
@@ -97,16 +101,14 @@ class LlamaAttention(nn.Module):
         self.qkv_proj = nn.Linear(config.hidden_size, q_size + 2 * self.kv_size, config.qkv_bias)
         self.o_proj = nn.Linear(q_size, config.hidden_size, bias=config.o_bias)
 
-    def forward(
-        self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, ...], batch: AttentionBatch
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, ...]) -> torch.Tensor:
         q_size = self.num_heads * self.head_dim
         q, k, v = self.qkv_proj(x).split([q_size, self.kv_size, self.kv_size], dim=-1)
         cos, sin = cos_sin
         q = apply_rope(q.view(-1, self.num_heads, self.head_dim), cos, sin)
         k = apply_rope(k.view(-1, self.num_kv_heads, self.head_dim), cos, sin)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        out = paged_attention(q, k, v, batch, self.layer_index)
+        out = attend(q, k, v, self.layer_index)
         projected: torch.Tensor = self.o_proj(out.reshape(-1, q_size))
         return projected
 
@@ -132,10 +134,8 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.norm_eps)
         self.mlp = LlamaMLP(config)
 
-    def forward(
-        self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, ...], batch: AttentionBatch
-    ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos_sin, batch)
+    def forward(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos_sin)
         out: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
         return out
 
@@ -160,15 +160,16 @@ class LlamaForCausalLM(nn.Module):
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch
+        self, input_ids: torch.Tensor, positions: torch.Tensor, logits_indices: torch.Tensor
     ) -> torch.Tensor:
-        """input_ids, positions [T] -> fp32 logits [len(batch.logits_indices), vocab]."""
+        """input_ids, positions [T] -> fp32 logits [len(logits_indices), vocab], inside
+        ``attention.step_context``."""
         x = self.embed_tokens(input_ids)
         cos_sin = self.rotary.cos_sin(positions, x.dtype)
         for layer in self.layers:
-            x = layer(x, cos_sin, batch)
+            x = layer(x, cos_sin)
         # Only sampled rows reach the norm and LM head, the costliest GEMM of a decode step.
-        x = self.norm(x.index_select(0, batch.logits_indices))
+        x = self.norm(x.index_select(0, logits_indices))
         if self.lm_head is None:
             return F.linear(x, self.embed_tokens.weight).float()
         logits: torch.Tensor = self.lm_head(x)  # an int8 head is a module, not a weight

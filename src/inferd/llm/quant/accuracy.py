@@ -18,7 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inferd.llm.attention import allocate_kv_cache, allocate_kv_scales, build_attention_batch
+from inferd.llm.attention import (
+    allocate_kv_cache,
+    allocate_kv_scales,
+    build_attention_batch,
+    step_context,
+)
 from inferd.llm.checkpoint import ModelArchConfig
 
 
@@ -85,7 +90,8 @@ class GreedyDecoder:
         positions = torch.tensor([p for c in chunks for p in c.positions], device=self.device)
         with torch.inference_mode():
             batch = build_attention_batch(chunks, self.kv_cache, kv_scales=self.kv_scales)
-            logits: torch.Tensor = self.model(ids, positions, batch)
+            with step_context(batch):
+                logits: torch.Tensor = self.model(ids, positions, batch.logits_indices)
         return logits.float()
 
     def _chunk(self, index: int, num_new: int) -> _Chunk:
