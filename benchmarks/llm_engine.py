@@ -98,6 +98,7 @@ def make_engine(
     prefix_caching: bool,
     dtype: str = "float32",
     pack_weights: bool = True,
+    compile: bool = False,
 ) -> LLMEngine:
     config = EngineConfig(
         model_path=str(path),
@@ -109,6 +110,7 @@ def make_engine(
         max_num_batched_tokens=2048,
         enable_prefix_caching=prefix_caching,
         pack_weights=pack_weights,
+        compile=compile,
     )
     return LLMEngine.from_config(config)
 
