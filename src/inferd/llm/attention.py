@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from inferd.llm.decode_cache import DecodeCache, DecodeRows, LayerRows
+from inferd.llm.kernels import DecodeKernel, kernel_applies
 
 
 class ChunkLike(Protocol):
@@ -80,6 +81,10 @@ class DecodeGroup:
     """Whether these are all the batch's tokens, in order, so no row shuffling is needed."""
     rows: DecodeRows | None = None
     """Where the group's KV lives in the dense decode cache; None: gather from the blocks."""
+    lens: torch.Tensor | None = None
+    """[B] int64 context length of each row, in row order (with ``rows``)."""
+    kernel: DecodeKernel | None = None
+    """The native decode attention (``llm/kernels.py``) over the rows; None: SDPA."""
 
     @property
     def num_seqs(self) -> int:
@@ -281,7 +286,7 @@ def _decodes(
     tokens = None if group.covers_batch else group.token_indices
     k_new = k if tokens is None else k.index_select(0, tokens)
     v_new = v if tokens is None else v.index_select(0, tokens)
-    return _dense_decode_attention(q, k_new, v_new, group.mask, group.rows[layer], scale)
+    return _dense_decode_attention(q, k_new, v_new, group, group.rows[layer], scale)
 
 
 def _decode_attention(
@@ -316,7 +321,7 @@ def _dense_decode_attention(
     q: torch.Tensor,
     k_new: torch.Tensor,
     v_new: torch.Tensor,
-    mask: torch.Tensor,
+    group: DecodeGroup,
     rows: LayerRows,
     scale: float | None,
 ) -> torch.Tensor:
@@ -334,13 +339,20 @@ def _dense_decode_attention(
     )
     num_seqs, num_heads, _ = q.shape
     num_kv_heads = dense_k.shape[1]
-    keys = dense_k[:num_seqs, :, : rows.length]
-    values = dense_v[:num_seqs, :, : rows.length]
     # Rows are in row order; the group's members are permuted into it and back.
     queries = q.index_select(0, rows.order)
-    queries = queries.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
-    keys, values = keys.to(q.dtype), values.to(q.dtype)  # no-op unless the cache is narrower
-    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=scale)
+    if group.kernel is not None and group.lens is not None and kernel_applies(q, dense_k):
+        default = head_dim**-0.5  # SDPA's
+        out = group.kernel(
+            queries, dense_k, dense_v, group.lens, default if scale is None else scale
+        )
+    else:
+        keys = dense_k[:num_seqs, :, : rows.length].to(q.dtype)  # no-op unless narrower
+        values = dense_v[:num_seqs, :, : rows.length].to(q.dtype)
+        queries = queries.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
+        out = F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=group.mask, scale=scale
+        )
     result = torch.empty_like(q)
     result.index_copy_(0, rows.order, out.reshape(num_seqs, num_heads, head_dim))
     return result
@@ -394,12 +406,14 @@ def build_attention_batch(
     batch_decodes: bool = True,
     decode_cache: DecodeCache | None = None,
     kv_scales: torch.Tensor | None = None,
+    decode_kernel: DecodeKernel | None = None,
 ) -> AttentionBatch:
     """The step's attention metadata, on the cache's device.
 
     ``batch_decodes=False`` attends every sequence on its own: the slow reference path.
     With a ``decode_cache``, decodes read their KV from its dense rows instead of gathering.
     ``kv_scales`` (``allocate_kv_scales``) makes ``kv_cache`` an int8 cache.
+    ``decode_kernel`` (``kernels.decode_attention_kernel``) attends the dense rows natively.
     """
     assert kv_scales is None or decode_cache is None, "int8 KV has no dense decode rows"
     device = kv_cache.device
@@ -413,7 +427,7 @@ def build_attention_batch(
     decode_rows = [i for i, flag in enumerate(is_decode) if flag]
     decode = None
     if decode_rows:
-        decode = _decode_group(chunks, decode_rows, starts, kv_cache, decode_cache)
+        decode = _decode_group(chunks, decode_rows, starts, kv_cache, decode_cache, decode_kernel)
     prefills = tuple(
         _prefill_chunk(chunks[i], starts[i], block_size, device)
         for i in range(len(chunks))
@@ -438,6 +452,7 @@ def _decode_group(
     starts: list[int],
     kv_cache: torch.Tensor,
     decode_cache: DecodeCache | None,
+    kernel: DecodeKernel | None = None,
 ) -> DecodeGroup:
     device = kv_cache.device
     block_size = kv_cache.shape[3]
@@ -463,6 +478,8 @@ def _decode_group(
             value_buffer=empty,
             covers_batch=len(indices) == len(chunks),
             rows=rows,
+            lens=lens,
+            kernel=kernel,
         )
     max_blocks = -(-max(context_lens) // block_size)
     tables = [chunks[i].block_table[:max_blocks] for i in indices]

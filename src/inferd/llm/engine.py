@@ -172,9 +172,7 @@ class LLMEngine:
             config.quantization,
             config.kv_cache_dtype,
         )
-        if config.compile:
-            runner.compile()  # Inductor packs the frozen weights itself
-        elif config.pack_weights:
+        if config.pack_weights and not config.compile:  # Inductor packs frozen weights itself
             runner.pack_weights()  # int8 layers are not nn.Linear: they stay as they are
         scheduler = Scheduler(
             SchedulerConfig(
@@ -188,11 +186,12 @@ class LLMEngine:
         engine = cls(runner, scheduler, sampler)
         if config.compile:
             try:
+                runner.compile()
                 engine.warm_up()
-            except Exception as exc:  # Inductor's errors (no C++ compiler, say) are long
+            except Exception as exc:  # Inductor's and the C++ build's errors are long
                 first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise ConfigError(
-                    f"engine: compile = true, but the first compiled step failed: "
+                    f"engine: compile = true, but compiling the model failed: "
                     f"{type(exc).__name__}: {first_line}"
                 ) from exc
         return engine

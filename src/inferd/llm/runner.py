@@ -25,6 +25,7 @@ from inferd.llm.attention import (
 )
 from inferd.llm.checkpoint import ModelArchConfig
 from inferd.llm.decode_cache import DecodeCache
+from inferd.llm.kernels import DecodeKernel, decode_attention_kernel
 from inferd.llm.models import resolve_dtype
 from inferd.llm.packed import pack_linears
 from inferd.llm.quant import load_checkpoint
@@ -85,6 +86,7 @@ class ModelRunner:
         weight = next(model.parameters())
         self.model = model
         self.forward: Forward = model
+        self.decode_kernel: DecodeKernel | None = None
         self.arch = arch
         self.device = weight.device
         self.dtype = weight.dtype
@@ -146,6 +148,9 @@ class ModelRunner:
         (``attention.attend``). The token axes are unbacked symbols, so one graph serves
         every step from a 1-token decode to a full prefill. The first step compiles (tens of
         seconds on a small CPU); ``LLMEngine.warm_up`` does that before serving.
+
+        On CPU, decodes that read dense rows attend through the native kernel of
+        ``llm/kernels.py`` as well, built here (or loaded from its cache).
         """
         from torch._inductor import config as inductor_config
 
@@ -166,6 +171,8 @@ class ModelRunner:
             return logits
 
         self.forward = forward
+        if self.device.type == "cpu" and self.decode_cache is not None:
+            self.decode_kernel = decode_attention_kernel()
         logger.info("model forward compiled with TorchInductor on first step")
 
     @property
@@ -183,7 +190,11 @@ class ModelRunner:
         positions = self._long_tensor([p for chunk in chunks for p in chunk.positions])
         with torch.inference_mode():
             batch = build_attention_batch(
-                chunks, self.kv_cache, decode_cache=self.decode_cache, kv_scales=self.kv_scales
+                chunks,
+                self.kv_cache,
+                decode_cache=self.decode_cache,
+                kv_scales=self.kv_scales,
+                decode_kernel=self.decode_kernel,
             )
             with step_context(batch):
                 logits = self.forward(input_ids, positions, batch.logits_indices)

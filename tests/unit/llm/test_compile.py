@@ -71,7 +71,10 @@ def test_a_machine_that_cannot_compile_gets_a_config_error_naming_the_cause(
     no_compiler = {"cpp.cxx": ("/nonexistent/g++",), "fx_graph_cache": False}
     with (
         inductor_config.patch(no_compiler),
-        pytest.raises(ConfigError, match=r"compile = true, but .*No working C\+\+ compiler"),
+        pytest.raises(
+            ConfigError,
+            match=r"compile = true, but compiling the model failed: .*No working C\+\+ compiler",
+        ),
     ):
         _engine(tmp_path, compile=True)
 

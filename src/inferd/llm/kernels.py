@@ -1,0 +1,76 @@
+"""Native CPU kernels, compiled for this machine with ``[llm] compile = true``.
+
+Only the decode attention over the dense KV rows (``csrc/decode_attention.cpp``) is native:
+it is the one part of a decode step that plain PyTorch leaves well short of the memory's
+speed. It is built once with the machine's own C++ compiler (``-O3 -march=native``, OpenMP)
+into ``cache_dir()/kernels`` and loaded from there on later starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from inferd.config import cache_dir
+
+logger = logging.getLogger("inferd.llm")
+
+DecodeKernel = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor
+]
+"""(q [B, H, D], keys [R, H_kv, C, D], values, lens [B] int64, scale) -> [B, H, D]."""
+
+HEAD_DIMS = frozenset({16, 32, 64, 80, 96, 128, 256})
+"""Head sizes the kernel is compiled for; others attend through SDPA."""
+
+_SOURCE = Path(__file__).parent / "csrc" / "decode_attention.cpp"
+
+
+@functools.cache
+def decode_attention_kernel() -> DecodeKernel:
+    """Build (or load the cached build of) the decode attention kernel; errors propagate."""
+    from torch.utils import cpp_extension
+
+    _find_ninja()
+    build = cache_dir() / "kernels" / f"torch-{torch.__version__}"
+    build.mkdir(parents=True, exist_ok=True)
+    module = cpp_extension.load(
+        name="inferd_decode_attention",
+        sources=[str(_SOURCE)],
+        extra_cflags=["-O3", "-march=native", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(build),
+        verbose=False,
+    )
+    logger.info("decode attention kernel loaded from %s", build)
+    kernel: DecodeKernel = module.decode_attention
+    return kernel
+
+
+def kernel_applies(q: torch.Tensor, keys: torch.Tensor) -> bool:
+    """Whether ``decode_attention_kernel`` computes this layer's decodes."""
+    return (
+        q.device.type == "cpu"
+        and q.dtype in (torch.float32, torch.bfloat16)
+        and keys.dtype == q.dtype
+        and q.shape[-1] in HEAD_DIMS
+    )
+
+
+def _find_ninja() -> None:
+    # torch's builder runs ``ninja`` from PATH; the ninja wheel (a dependency of the torch
+    # extra) puts it in the environment's bin folder, which is not on PATH when the server
+    # runs as ``.venv/bin/python -m inferd``.
+    if shutil.which("ninja") is not None:
+        return
+    try:
+        import ninja
+    except ImportError:
+        return  # torch's own error then says that ninja is required
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
