@@ -30,7 +30,9 @@ class ServerProcess:
         log_dir: Path,
         env: dict[str, str] | None = None,
         new_session: bool = False,
+        ready_timeout: float = 60.0,
     ) -> None:
+        self.ready_timeout = ready_timeout
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log_path = log_dir / f"server-{self.port}.log"
@@ -72,7 +74,7 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         """Wait until ready (stopping the server if it never gets there)."""
         try:
-            self.wait_ready()
+            self.wait_ready(self.ready_timeout)
         except BaseException:
             self.stop()
             raise

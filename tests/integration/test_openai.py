@@ -387,6 +387,7 @@ def test_an_int8_llm_with_an_int8_kv_cache_serves(tmp_path: Path) -> None:
     assert "quantization=int8" in log and "kv_cache_dtype=int8" in log, log[-2000:]
 
 
+@pytest.mark.timeout(400)  # a fresh machine builds the native kernel first: about a minute
 def test_a_compiled_llm_writes_what_the_eager_one_writes(
     client: openai.OpenAI, tmp_path: Path
 ) -> None:
@@ -397,7 +398,8 @@ def test_a_compiled_llm_writes_what_the_eager_one_writes(
         'backend = "llm"\n\n[llm]\nkv_cache_mb = 4\ncompile = true\n'
     )
     with (
-        ServerProcess([compiled], log_dir=tmp_path) as srv,
+        # Ready after compiling, and on a fresh machine after building the native kernel.
+        ServerProcess([compiled], log_dir=tmp_path, ready_timeout=300) as srv,
         openai.OpenAI(base_url=f"{srv.url}/v1", api_key="-", max_retries=0) as fast,
     ):
         assert greedy(fast, max_tokens=16) == greedy(client, max_tokens=16)

@@ -36,6 +36,7 @@ def _engine(path: Path, **overrides: object) -> LLMEngine:
     return LLMEngine.from_config(config)
 
 
+@pytest.mark.timeout(400)  # compiling, and on a fresh machine building the kernel
 @pytest.mark.parametrize(
     "config",
     [transformers.LlamaConfig(**LLAMA_SHAPE), transformers.GPT2Config(**GPT2_SHAPE)],
@@ -60,6 +61,7 @@ def test_the_compiled_model_decodes_the_eager_models_tokens_with_one_graph(
     assert counters["stats"]["unique_graphs"] == 1  # no shape since has recompiled
 
 
+@pytest.mark.timeout(400)
 def test_a_machine_that_cannot_compile_gets_a_config_error_naming_the_cause(
     tmp_path: Path,
 ) -> None:

@@ -28,6 +28,8 @@ def _sdpa(
     return out.reshape(num_seqs, num_heads, head_dim)
 
 
+# The first call builds the kernel: about a minute on a fresh 2-core machine.
+@pytest.mark.timeout(400)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize(
     ("num_heads", "num_kv_heads", "head_dim"), [(8, 8, 64), (4, 2, 16), (12, 3, 128)]
