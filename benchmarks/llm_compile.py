@@ -25,6 +25,7 @@ import torch
 from benchmarks.harness import save
 from benchmarks.llm_engine import (
     BLOCK_SIZE,
+    MAX_BATCHED_TOKENS,
     NEW_TOKENS,
     PROMPT_LEN,
     make_engine,
@@ -57,7 +58,7 @@ def one_round(
         if compiled.has_unfinished():
             timed_step(compiled, compiled_s)
     # Both schedule the same steps: prefill (the token budget over the prompts), then decodes.
-    prefill = -(-len(prompts) * PROMPT_LEN // 2048)
+    prefill = -(-len(prompts) * PROMPT_LEN // MAX_BATCHED_TOKENS)
     return {
         "eager_s": sum(eager_s),
         "compiled_s": sum(compiled_s),

@@ -32,6 +32,7 @@ NEW_TOKENS = 128
 PREFIX_LEN = 1024
 SUFFIX_LEN = 16
 BLOCK_SIZE = 16
+MAX_BATCHED_TOKENS = 2048
 MODEL_SHAPE = {
     "vocab_size": 32000,
     "hidden_size": 512,
@@ -107,7 +108,7 @@ def make_engine(
         block_size=BLOCK_SIZE,
         kv_cache_bytes=num_blocks * kv_block_bytes(load_arch_config(path), BLOCK_SIZE, dtype),
         max_num_seqs=256,
-        max_num_batched_tokens=2048,
+        max_num_batched_tokens=MAX_BATCHED_TOKENS,
         enable_prefix_caching=prefix_caching,
         pack_weights=pack_weights,
         compile=compile,

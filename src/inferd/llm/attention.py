@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from inferd.llm.decode_cache import DecodeCache, DecodeRows, LayerRows
-from inferd.llm.kernels import DecodeKernel, kernel_applies
+from inferd.llm.kernels import DecodeKernel
 
 
 class ChunkLike(Protocol):
@@ -82,9 +82,10 @@ class DecodeGroup:
     rows: DecodeRows | None = None
     """Where the group's KV lives in the dense decode cache; None: gather from the blocks."""
     lens: torch.Tensor | None = None
-    """[B] int64 context length of each row, in row order (with ``rows``)."""
+    """[B] int64 context length of each row, in row order; set whenever ``rows`` is."""
     kernel: DecodeKernel | None = None
-    """The native decode attention (``llm/kernels.py``) over the rows; None: SDPA."""
+    """The native decode attention over the rows (``llm/kernels.py``; the runner chose it
+    for the model's dtype and head size); None: SDPA with ``mask``."""
 
     @property
     def num_seqs(self) -> int:
@@ -341,7 +342,7 @@ def _dense_decode_attention(
     num_kv_heads = dense_k.shape[1]
     # Rows are in row order; the group's members are permuted into it and back.
     queries = q.index_select(0, rows.order)
-    if group.kernel is not None and group.lens is not None and kernel_applies(q, dense_k):
+    if group.kernel is not None and group.lens is not None:
         default = head_dim**-0.5  # SDPA's
         out = group.kernel(
             queries, dense_k, dense_v, group.lens, default if scale is None else scale

@@ -189,7 +189,7 @@ class LLMEngine:
                 runner.compile()
                 engine.warm_up()
             except Exception as exc:  # Inductor's and the C++ build's errors are long
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                first_line = next(iter(str(exc).strip().splitlines()), "")
                 raise ConfigError(
                     f"engine: compile = true, but compiling the model failed: "
                     f"{type(exc).__name__}: {first_line}"

@@ -54,13 +54,11 @@ def decode_attention_kernel() -> DecodeKernel:
     return kernel
 
 
-def kernel_applies(q: torch.Tensor, keys: torch.Tensor) -> bool:
-    """Whether ``decode_attention_kernel`` computes this layer's decodes."""
+def kernel_applies(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether ``decode_attention_kernel`` can attend a model's decodes: CPU, fp32 or bf16
+    (the dense rows hold K/V in the model's dtype), a head size it is compiled for."""
     return (
-        q.device.type == "cpu"
-        and q.dtype in (torch.float32, torch.bfloat16)
-        and keys.dtype == q.dtype
-        and q.shape[-1] in HEAD_DIMS
+        device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and head_dim in HEAD_DIMS
     )
 
 

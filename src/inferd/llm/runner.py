@@ -25,7 +25,7 @@ from inferd.llm.attention import (
 )
 from inferd.llm.checkpoint import ModelArchConfig
 from inferd.llm.decode_cache import DecodeCache
-from inferd.llm.kernels import DecodeKernel, decode_attention_kernel
+from inferd.llm.kernels import DecodeKernel, decode_attention_kernel, kernel_applies
 from inferd.llm.models import resolve_dtype
 from inferd.llm.packed import pack_linears
 from inferd.llm.quant import load_checkpoint
@@ -171,7 +171,9 @@ class ModelRunner:
             return logits
 
         self.forward = forward
-        if self.device.type == "cpu" and self.decode_cache is not None:
+        if self.decode_cache is not None and kernel_applies(
+            self.device, self.dtype, self.arch.head_dim
+        ):
             self.decode_kernel = decode_attention_kernel()
         logger.info("model forward compiled with TorchInductor on first step")
 

@@ -10,30 +10,18 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from tiny_configs import GPT2_SHAPE, LLAMA_SHAPE  # noqa: E402
+from tiny_configs import GPT2_SHAPE, LLAMA_SHAPE, tiny_engine  # noqa: E402
 
 from inferd.errors import ConfigError  # noqa: E402
 from inferd.llm.attention import attend  # noqa: E402
-from inferd.llm.checkpoint import load_arch_config  # noqa: E402
 from inferd.llm.engine import EngineConfig, LLMEngine  # noqa: E402
-from inferd.llm.runner import kv_block_bytes  # noqa: E402
 from inferd.llm.sampling import SamplingParams  # noqa: E402
 
 
 def _engine(path: Path, **overrides: object) -> LLMEngine:
-    config = EngineConfig(
-        model_path=str(path),
-        dtype="float32",
-        block_size=4,
-        kv_cache_bytes=128 * kv_block_bytes(load_arch_config(path), 4, torch.float32),
-        max_num_seqs=8,
-        # A small budget chunks the long prompt: steps that sample no row, some that mix a
-        # prefill chunk with decodes, then decodes alone.
-        max_num_batched_tokens=16,
-        pack_weights=False,
-        **overrides,  # type: ignore[arg-type]
-    )
-    return LLMEngine.from_config(config)
+    # A small budget chunks the long prompt: steps that sample no row, some that mix a
+    # prefill chunk with decodes, then decodes alone.
+    return tiny_engine(path, max_num_batched_tokens=16, pack_weights=False, **overrides)
 
 
 @pytest.mark.timeout(400)  # compiling, and on a fresh machine building the kernel
@@ -53,6 +41,7 @@ def test_the_compiled_model_decodes_the_eager_models_tokens_with_one_graph(
     counters.clear()
     compiled = _engine(tmp_path, compile=True)  # compiles in its warm-up
     assert counters["stats"]["unique_graphs"] == 1
+    assert compiled.runner.decode_kernel is not None  # decodes attend natively below
     assert compiled.num_steps == 0 and compiled.num_generation_tokens == 0
     prompts = [[5, 9, 17, 33, 2, 8], [40, 41, 42], list(range(3, 30)), [7]]
     greedy = SamplingParams(max_tokens=12, ignore_eos=True, temperature=0.0)

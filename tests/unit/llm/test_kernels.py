@@ -43,7 +43,7 @@ def test_the_kernel_attends_as_sdpa_does(
     keys = torch.randn(rows, num_kv_heads, capacity, head_dim).to(dtype)
     values = torch.randn(rows, num_kv_heads, capacity, head_dim).to(dtype)
     lens = torch.tensor([1, 40, 17, 2, 33])
-    assert kernel_applies(q, keys)
+    assert kernel_applies(q.device, dtype, head_dim)
     got = decode_attention_kernel()(q, keys, values, lens, head_dim**-0.5)
     assert got.dtype == dtype and got.shape == q.shape
     expected = _sdpa(q, keys, values, lens, head_dim**-0.5)
@@ -57,10 +57,11 @@ def test_the_kernel_attends_as_sdpa_does(
 
 
 def test_shapes_and_dtypes_the_kernel_does_not_cover_fall_back_or_fail_clearly() -> None:
-    q16 = torch.zeros(2, 4, 64, dtype=torch.float16)
-    assert not kernel_applies(q16, torch.zeros(2, 4, 8, 64, dtype=torch.float16))
+    cpu = torch.device("cpu")
+    assert not kernel_applies(cpu, torch.float16, 64)
+    assert not kernel_applies(cpu, torch.float32, 48)  # head_dim 48 is not compiled in
+    assert not kernel_applies(torch.device("meta"), torch.float32, 64)
     q = torch.zeros(2, 4, 48)
-    assert not kernel_applies(q, torch.zeros(2, 4, 8, 48))  # head_dim 48 is not compiled in
     with pytest.raises(RuntimeError, match="head_dim 48 is not compiled in"):
         decode_attention_kernel()(
             q, torch.zeros(2, 4, 8, 48), torch.zeros(2, 4, 8, 48), torch.tensor([1, 1]), 1.0

@@ -9,15 +9,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from tiny_configs import GPT2_SHAPE, LLAMA_SHAPE  # noqa: E402
+from tiny_configs import GPT2_SHAPE, LLAMA_SHAPE, tiny_engine  # noqa: E402
 from torch import nn  # noqa: E402
 
 from inferd.backends.torch_packing import PackedLinear, packing_available  # noqa: E402
-from inferd.llm.checkpoint import load_arch_config  # noqa: E402
-from inferd.llm.engine import EngineConfig, LLMEngine  # noqa: E402
 from inferd.llm.packed import pack_linears  # noqa: E402
 from inferd.llm.quant.layers import Int8Linear  # noqa: E402
-from inferd.llm.runner import kv_block_bytes  # noqa: E402
 from inferd.llm.sampling import SamplingParams  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
@@ -65,18 +62,6 @@ def test_pack_linears_replaces_every_linear_and_packs_a_tied_head() -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def _engine(path: Path, **overrides: object) -> LLMEngine:
-    config = EngineConfig(
-        model_path=str(path),
-        dtype="float32",
-        block_size=4,
-        kv_cache_bytes=128 * kv_block_bytes(load_arch_config(path), 4, torch.float32),
-        max_num_seqs=8,
-        **overrides,  # type: ignore[arg-type]
-    )
-    return LLMEngine.from_config(config)
-
-
 @pytest.mark.parametrize(
     "config",
     [transformers.LlamaConfig(**LLAMA_SHAPE), transformers.GPT2Config(**GPT2_SHAPE)],
@@ -87,7 +72,7 @@ def test_the_engine_packs_by_default_and_decodes_the_same_tokens(
 ) -> None:
     torch.manual_seed(0)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
-    packed, plain = _engine(tmp_path), _engine(tmp_path, pack_weights=False)
+    packed, plain = tiny_engine(tmp_path), tiny_engine(tmp_path, pack_weights=False)
     layers = list(packed.runner.model.modules())
     assert any(isinstance(m, PackedLinear) for m in layers)
     assert not any(isinstance(m, nn.Linear) for m in layers)
@@ -102,7 +87,7 @@ def test_int8_weights_are_not_packed(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(**LLAMA_SHAPE))
     model.save_pretrained(tmp_path)
-    engine = _engine(tmp_path, quantization="int8")
+    engine = tiny_engine(tmp_path, quantization="int8")
     modules = list(engine.runner.model.modules())
     assert any(isinstance(m, Int8Linear) for m in modules)
     assert not any(isinstance(m, PackedLinear) for m in modules)

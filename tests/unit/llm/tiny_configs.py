@@ -1,4 +1,13 @@
-"""Shapes of the tiny random checkpoints the LLM tests write with ``save_pretrained``."""
+"""Shapes of the tiny random checkpoints the LLM tests write with ``save_pretrained``, and an
+engine over such a checkpoint (torch is imported only by that function)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inferd.llm.engine import LLMEngine
 
 LLAMA_SHAPE = {
     "vocab_size": 256,
@@ -23,3 +32,23 @@ GPT2_SHAPE = {
     "bos_token_id": 0,
     "eos_token_id": 0,
 }
+
+
+def tiny_engine(path: Path, **overrides: object) -> LLMEngine:
+    """An fp32 engine over the checkpoint in ``path``: 4-token blocks, 128 of them, 8 sequences;
+    ``overrides`` are further ``EngineConfig`` fields."""
+    import torch
+
+    from inferd.llm.checkpoint import load_arch_config
+    from inferd.llm.engine import EngineConfig, LLMEngine
+    from inferd.llm.runner import kv_block_bytes
+
+    config = EngineConfig(
+        model_path=str(path),
+        dtype="float32",
+        block_size=4,
+        kv_cache_bytes=128 * kv_block_bytes(load_arch_config(path), 4, torch.float32),
+        max_num_seqs=8,
+        **overrides,  # type: ignore[arg-type]
+    )
+    return LLMEngine.from_config(config)
