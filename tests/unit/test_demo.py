@@ -246,6 +246,23 @@ def test_concurrent_builders_build_once(tmp_path: Path, monkeypatch: pytest.Monk
     assert (results[0] / MANIFEST_FILE).is_file()
 
 
+def test_builds_on_a_thread_that_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch's OpenMP keeps a worker pool per thread that trained or exported, for that
+    # thread's life: the build must not leave one on the server's main thread.
+    monkeypatch.setenv("INFERD_CACHE_DIR", str(tmp_path))
+    built_on: list[threading.Thread] = []
+
+    def build_repository(root: Path) -> dict[str, object]:
+        built_on.append(threading.current_thread())
+        (root / MANIFEST_FILE).write_text("{}\n")
+        return {}
+
+    monkeypatch.setattr(build, "build_repository", build_repository)
+    assert (demo_repository() / MANIFEST_FILE).is_file()
+    assert len(built_on) == 1 and built_on[0] is not threading.current_thread()
+    assert not built_on[0].is_alive()
+
+
 def test_crash_mid_build_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFERD_CACHE_DIR", str(tmp_path))
     calls: list[int] = []

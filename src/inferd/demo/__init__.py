@@ -18,8 +18,9 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -84,11 +85,35 @@ def _build(target: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the repository is ordinary data
-        build_repository(staging)
+        _on_passing_thread(build_repository, staging)
         _swap_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("built demo model repository in %.1f s", time.perf_counter() - start)
+
+
+def _on_passing_thread(work: Callable[[Path], object], folder: Path) -> None:
+    """Run ``work(folder)`` on a thread that ends with it, raising what it raised.
+
+    Training and exporting run torch's parallel code, and torch's OpenMP keeps a pool of
+    worker threads for each thread that did so, for as long as that thread lives. Left on the
+    caller's thread (the server's main thread), that pool would slow every step of an LLM
+    engine served from the same process (``llm/async_engine.py`` says how).
+    """
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work(folder)
+        except BaseException as exc:  # re-raised on the caller's thread below
+            errors.append(exc)
+
+    # A daemon, so that Ctrl-C during a first build ends the process instead of waiting.
+    thread = threading.Thread(target=run, name="inferd-demo-build", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _remove_debris(target: Path) -> None:

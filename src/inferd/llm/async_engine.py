@@ -5,6 +5,13 @@ through a thread-safe command queue, drained at the start of each iteration; tok
 once per step and event loop through ``call_soon_threadsafe`` into each request's own bounded
 ``asyncio.Queue``. The engine thread owns the ``LLMEngine`` outright, so nothing in it is
 locked; other threads read only the ``EngineStats`` snapshot it publishes after each step.
+
+The engine thread also builds the engine (loads, compiles, warms up). On CPU, torch's
+OpenMP keeps a pool of worker threads for each thread that ran parallel work, for as long as
+that thread lives; once a process holds more such workers than it has CPUs, libgomp's
+workers stop spinning between parallel regions and sleep, and every region then waits for
+them to wake. Loading on another long-lived thread (an executor's) left a second pool
+behind, and the engine's second core idled a quarter of each step (BENCHMARKS.md, issue 4).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
 
@@ -56,8 +63,9 @@ class _Abort:
 class AsyncLLMEngine:
     """Serves ``LLMEngine`` to asyncio code: ``async for out in engine.stream(...)``."""
 
-    def __init__(self, engine: LLMEngine, idle_wait_s: float = 0.5) -> None:
-        self.engine = engine
+    def __init__(self, build: Callable[[], LLMEngine], idle_wait_s: float = 0.5) -> None:
+        """Start the engine thread, which calls ``build`` and then serves; return once the
+        engine is built, raising what ``build`` raised."""
         self.idle_wait_s = idle_wait_s
         """Longest sleep of an idle engine thread between checks of its stop flag."""
         self._commands: queue.SimpleQueue[_Add | _Abort] = queue.SimpleQueue()
@@ -65,16 +73,30 @@ class AsyncLLMEngine:
         self._lock = threading.Lock()  # orders submissions against close()
         self._closed = False
         self._sinks: dict[str, _Sink] = {}  # engine thread only
-        self._stats = engine.stats()
-        self._thread = threading.Thread(target=self._run, name="inferd-llm-engine", daemon=True)
+        self.engine: LLMEngine  # set on the engine thread by ``build``
+        self._stats: EngineStats
+        self._built = threading.Event()
+        self._build_error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(build,), name="inferd-llm-engine", daemon=True
+        )
         self._thread.start()
+        # Loading and compiling take from seconds to minutes: no deadline here, but the thread
+        # sets the event whatever happens, and a thread that died is noticed within a second.
+        while not self._built.wait(1.0):
+            if not self._thread.is_alive():
+                break
+        if self._build_error is not None:
+            raise self._build_error
+        if not self._built.is_set():
+            raise ModelError("the LLM engine thread ended before the engine was built")
 
     @classmethod
     def from_config(
         cls, config: EngineConfig, sampler: Sampler | None = None, idle_wait_s: float = 0.5
     ) -> AsyncLLMEngine:
-        """Build the ``LLMEngine`` (loading the model) and start its thread."""
-        return cls(LLMEngine.from_config(config, sampler), idle_wait_s)
+        """Build the ``LLMEngine`` (loading the model) on its own thread, and serve from there."""
+        return cls(lambda: LLMEngine.from_config(config, sampler), idle_wait_s)
 
     @property
     def stats(self) -> EngineStats:
@@ -135,7 +157,20 @@ class AsyncLLMEngine:
 
     # --- the engine thread ------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, build: Callable[[], LLMEngine]) -> None:
+        try:
+            self.engine = build()
+            self._stats = self.engine.stats()
+        except BaseException as exc:  # handed to the constructor, which raises it
+            self._build_error = exc
+            with self._lock:
+                self._closed = True
+            return
+        finally:
+            self._built.set()
+        self._serve()
+
+    def _serve(self) -> None:
         try:
             while not self._closed:
                 if not self.engine.has_unfinished():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ transformers = pytest.importorskip("transformers")
 from tiny_configs import LLAMA_SHAPE  # noqa: E402
 
 from inferd.errors import (  # noqa: E402
+    ConfigError,
     InvalidRequest,
     ModelError,
     ModelNotReady,
@@ -200,3 +202,33 @@ def test_idle_engine_thread_sleeps_and_stops(config: EngineConfig) -> None:
     engine.close()
     assert not engine.is_running
     assert time.monotonic() - started < 1.0
+
+
+async def test_the_engine_is_built_on_its_own_thread(config: EngineConfig) -> None:
+    # torch's OpenMP keeps a worker pool for each thread that ran parallel work; built on the
+    # engine thread, the engine's loading and its steps share one pool.
+    built_on: list[threading.Thread] = []
+
+    def build() -> LLMEngine:
+        built_on.append(threading.current_thread())
+        return LLMEngine.from_config(config)
+
+    engine = AsyncLLMEngine(build, idle_wait_s=0.05)
+    try:
+        assert [thread.name for thread in built_on] == ["inferd-llm-engine"]
+        assert built_on[0] is not threading.current_thread() and built_on[0].is_alive()
+        assert len(await collect(engine, "r0", prompts()[0])) == 12
+    finally:
+        engine.close()
+    assert not built_on[0].is_alive()
+
+
+def test_a_failed_build_raises_from_the_constructor() -> None:
+    with pytest.raises(ConfigError, match="model_path is empty"):
+        AsyncLLMEngine.from_config(EngineConfig(model_path=""))
+
+    def build() -> LLMEngine:
+        raise RuntimeError("weights are corrupt")
+
+    with pytest.raises(RuntimeError, match="weights are corrupt"):
+        AsyncLLMEngine(build)
