@@ -1,9 +1,9 @@
 """Native CPU kernels, compiled for this machine with ``[llm] compile = true``.
 
 Only the decode attention over the dense KV rows (``csrc/decode_attention.cpp``) is native.
-In isolation it reads K/V about 1.4x as fast as SDPA's flash kernel. In a decode step, where
-K/V come from DRAM, it gains a few percent (BENCHMARKS.md, issue 4, session 7). It is built once
-with the machine's own C++ compiler (``-O3 -march=native``, OpenMP) into
+On K/V that comes from DRAM, as it does in a decode step, it reads them at the rate a plain sum
+does, 1.3-1.6x SDPA's (``benchmarks/decode_attention.py``; BENCHMARKS.md, issue 4). It is built
+once with the machine's own C++ compiler (``-O3 -march=native``, OpenMP) into
 ``cache_dir()/kernels`` and loaded from there on later starts.
 """
 

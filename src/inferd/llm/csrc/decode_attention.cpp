@@ -3,8 +3,11 @@
 // One query token per sequence attends to the first lens[b] columns of its row. The work is
 // reading K and V, about 1 flop per byte, so the kernel is written to stream them: each
 // (sequence, KV head) task reads its K columns once (scores for every query head of the GQA
-// group), then its V columns once. SDPA's flash kernel reads the same bytes at about two
-// thirds of this rate for one query token. Softmax and the sums run in fp32 for bf16 inputs.
+// group), then its V columns once, exponentiating each score as its V column arrives. In a
+// decode step K and V come from DRAM, and the hardware prefetcher stops at every 4 KiB page:
+// the kernel prefetches PREFETCH columns ahead, into V after K and into the next task's K
+// after V, which made 8 layers' attention 1.3x faster (BENCHMARKS.md, issue 4, session 8).
+// Softmax and the sums run in fp32 for bf16 inputs.
 //
 // q: [B, H, D]; k, v: [R, H_kv, C, D] with R >= B (row b holds sequence b); lens: [B] int64.
 // Returns [B, H, D] in q's dtype. Built by llm/kernels.py with OpenMP for this CPU.
@@ -19,6 +22,8 @@
 
 namespace {
 
+constexpr int64_t PREFETCH = 16;  // columns: 4 KiB of fp32 K at head size 64
+
 inline float to_float(float x) { return x; }
 
 inline float to_float(at::BFloat16 x) {
@@ -26,6 +31,13 @@ inline float to_float(at::BFloat16 x) {
   float out;
   std::memcpy(&out, &bits, sizeof(out));
   return out;
+}
+
+template <int D, typename T>
+inline void prefetch_column(const T* column) {
+  for (size_t line = 0; line < D * sizeof(T); line += 64) {
+    __builtin_prefetch(reinterpret_cast<const char*>(column) + line);
+  }
 }
 
 template <typename T, int D>
@@ -50,6 +62,9 @@ void attend(const T* q, const T* k, const T* v, const int64_t* lens, T* out, int
         for (int d = 0; d < D; ++d) sums[g * D + d] = 0.f;
       }
       for (int64_t col = 0; col < len; ++col) {
+        // Past the last K column, the first V columns (a prefetch never faults).
+        prefetch_column<D>(col + PREFETCH < len ? keys + (col + PREFETCH) * D
+                                                : values + (col + PREFETCH - len) * D);
         for (int d = 0; d < D; ++d) column[d] = to_float(keys[col * D + d]);
         for (int64_t g = 0; g < group; ++g) {
           const float* query = queries.data() + g * D;
@@ -60,17 +75,18 @@ void attend(const T* q, const T* k, const T* v, const int64_t* lens, T* out, int
           maxima[g] = score > maxima[g] ? score : maxima[g];
         }
       }
-      for (int64_t g = 0; g < group; ++g) {
-        float* row = scores.data() + g * len;
-        for (int64_t col = 0; col < len; ++col) {
-          row[col] = std::exp(row[col] - maxima[g]);
-          totals[g] += row[col];
-        }
-      }
+      // Tasks are consecutive rows of [B * H_kv, C, D]: the next one's K follows this V.
+      const T* next_keys = task + 1 < end ? k + (task + 1) * capacity * D : nullptr;
       for (int64_t col = 0; col < len; ++col) {
+        if (col + PREFETCH < len) {
+          prefetch_column<D>(values + (col + PREFETCH) * D);
+        } else if (next_keys != nullptr) {
+          prefetch_column<D>(next_keys + (col + PREFETCH - len) * D);
+        }
         for (int d = 0; d < D; ++d) column[d] = to_float(values[col * D + d]);
         for (int64_t g = 0; g < group; ++g) {
-          const float weight = scores[g * len + col];
+          const float weight = std::exp(scores[g * len + col] - maxima[g]);
+          totals[g] += weight;
           float* sum = sums.data() + g * D;
 #pragma omp simd
           for (int d = 0; d < D; ++d) sum[d] += weight * column[d];
