@@ -332,6 +332,19 @@ def _dense_decode_attention(
     """
     dense_k, dense_v = rows.keys, rows.values
     head_dim = dense_k.shape[-1]
+    if group.kernel is not None and group.lens is not None:
+        # The kernel appends the new K/V itself and reads q and writes out in group order.
+        default = head_dim**-0.5  # SDPA's
+        return group.kernel(
+            q,
+            k_new,
+            v_new,
+            dense_k,
+            dense_v,
+            group.lens,
+            rows.order,
+            default if scale is None else scale,
+        )
     dense_k.view(-1, head_dim).index_copy_(
         0, rows.slots, k_new.reshape(-1, head_dim).to(dense_k.dtype)
     )
@@ -342,18 +355,10 @@ def _dense_decode_attention(
     num_kv_heads = dense_k.shape[1]
     # Rows are in row order; the group's members are permuted into it and back.
     queries = q.index_select(0, rows.order)
-    if group.kernel is not None and group.lens is not None:
-        default = head_dim**-0.5  # SDPA's
-        out = group.kernel(
-            queries, dense_k, dense_v, group.lens, default if scale is None else scale
-        )
-    else:
-        keys = dense_k[:num_seqs, :, : rows.length].to(q.dtype)  # no-op unless narrower
-        values = dense_v[:num_seqs, :, : rows.length].to(q.dtype)
-        queries = queries.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
-        out = F.scaled_dot_product_attention(
-            queries, keys, values, attn_mask=group.mask, scale=scale
-        )
+    keys = dense_k[:num_seqs, :, : rows.length].to(q.dtype)  # no-op unless narrower
+    values = dense_v[:num_seqs, :, : rows.length].to(q.dtype)
+    queries = queries.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=group.mask, scale=scale)
     result = torch.empty_like(q)
     result.index_copy_(0, rows.order, out.reshape(num_seqs, num_heads, head_dim))
     return result

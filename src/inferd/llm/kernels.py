@@ -23,9 +23,22 @@ from inferd.config import cache_dir
 logger = logging.getLogger("inferd.llm")
 
 DecodeKernel = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor
+    [
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        float,
+    ],
+    torch.Tensor,
 ]
-"""(q [B, H, D], keys [R, H_kv, C, D], values, lens [B] int64, scale) -> [B, H, D]."""
+"""(q [B, H, D], k_new [B, H_kv, D], v_new, keys [R, H_kv, C, D], values, lens [B] int64,
+order [B] int64, scale) -> [B, H, D]: appends k_new/v_new at column ``lens[r] - 1`` of row r,
+which holds sequence ``order[r]``, then attends; q, k_new, v_new and the result are in the
+sequences' order, lens in the rows' (``csrc/decode_attention.cpp``)."""
 
 HEAD_DIMS = frozenset({16, 32, 64, 80, 96, 128, 256})
 """Head sizes the kernel is compiled for; others attend through SDPA."""
