@@ -8,7 +8,11 @@ engine's ``decode_cache`` layout). One "step" attends all 8 layers in turn, as a
 does, so that each layer's K/V (25 MB in fp32) was evicted since its last use, as it is in the
 engine. Each round times a step of each contender back to back; reported are the median step
 of each, the median of the per-round ratios to SDPA, and the rate at which each reads K/V,
-beside a plain sum over the same rows (what the memory gives).
+beside a plain sum over the same rows (what the memory gives). Both contenders do what a layer
+of the engine does with them: append the step's K/V and attend, with the cache's rows in
+another order than the step's sequences (the SDPA path: two ``index_copy_`` appends, the
+queries permuted into row order and the result back, as ``attention._dense_decode_attention``
+does without the kernel).
 """
 
 from __future__ import annotations
@@ -30,22 +34,31 @@ SCALE = HEAD_DIM**-0.5
 
 
 def contenders(
-    cache: torch.Tensor, q: torch.Tensor, lens: torch.Tensor
+    cache: torch.Tensor, q: torch.Tensor, lens: torch.Tensor, order: torch.Tensor
 ) -> dict[str, Callable[[], None]]:
-    """Each contender attends (or reads) all layers once."""
+    """Each contender appends and attends (or reads) all layers once."""
     kernel = decode_attention_kernel()
     length = int(lens.max())
     mask = (torch.arange(length)[None, :] < lens[:, None]).view(SEQS, 1, 1, length)
-    queries = q.view(SEQS, HEADS, 1, HEAD_DIM)
+    new = torch.randn(2, SEQS, HEADS, HEAD_DIM).to(cache.dtype)  # the step's K and V
+    row_of = torch.empty_like(order)
+    row_of[order] = torch.arange(SEQS)
+    columns = (lens[row_of] - 1)[:, None]
+    slots = ((row_of[:, None] * HEADS + torch.arange(HEADS)[None, :]) * COLUMNS + columns).view(-1)
 
     def sdpa() -> None:
         for layer in range(LAYERS):
+            for which in (0, 1):
+                rows = cache[layer, which].view(-1, HEAD_DIM)
+                rows.index_copy_(0, slots, new[which].reshape(-1, HEAD_DIM))
             keys, values = cache[layer, 0, :, :, :length], cache[layer, 1, :, :, :length]
-            F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=SCALE)
+            queries = q.index_select(0, order).view(SEQS, HEADS, 1, HEAD_DIM)
+            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=SCALE)
+            torch.empty_like(q).index_copy_(0, order, out.view(SEQS, HEADS, HEAD_DIM))
 
     def native() -> None:
         for layer in range(LAYERS):
-            kernel(q, cache[layer, 0], cache[layer, 1], lens, SCALE)
+            kernel(q, new[0], new[1], cache[layer, 0], cache[layer, 1], lens, order, SCALE)
 
     # The same bytes read as fp32 words: torch's bf16 sum is too slow to show the memory's rate.
     words = cache.view(torch.float32)
@@ -68,8 +81,9 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     cache = torch.randn(LAYERS, 2, SEQS, HEADS, COLUMNS, HEAD_DIM, generator=generator).to(dtype)
     q = torch.randn(SEQS, HEADS, HEAD_DIM, generator=generator).to(dtype)
-    lens = torch.randint(180, 200, (SEQS,), generator=generator)
-    runs = contenders(cache, q, lens)
+    lens = torch.randint(180, 200, (SEQS,), generator=generator)  # in the rows' order
+    order = torch.randperm(SEQS, generator=generator)  # row r holds sequence order[r]
+    runs = contenders(cache, q, lens, order)
     for run in runs.values():
         run()  # builds the kernel, warms the allocator
     seconds: dict[str, list[float]] = {name: [] for name in runs}
