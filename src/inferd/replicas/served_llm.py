@@ -2,9 +2,8 @@
 
 The engine runs in a thread of the server's process (``AsyncLLMEngine``), which loads it too:
 its matrix work runs in torch's own threads without the GIL, and the event loop only moves
-tokens. Torch is imported
-when the model loads, so a slim install without it serves its tensor models and reports the
-LLM as unavailable with the reason.
+tokens. Torch is imported when the model loads, so a slim install without it serves its tensor
+models and reports the LLM as unavailable with the reason.
 """
 
 from __future__ import annotations

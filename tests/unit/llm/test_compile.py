@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")  # save_tiny_checkpoint writes with it
 
-from tiny_configs import GPT2_SHAPE, LLAMA_SHAPE, tiny_engine  # noqa: E402
+from tiny_configs import save_tiny_checkpoint, tiny_engine  # noqa: E402
 
 from inferd.errors import ConfigError  # noqa: E402
 from inferd.llm.attention import attend  # noqa: E402
@@ -25,18 +25,13 @@ def _engine(path: Path, **overrides: object) -> LLMEngine:
 
 
 @pytest.mark.timeout(400)  # compiling, and on a fresh machine building the kernel
-@pytest.mark.parametrize(
-    "config",
-    [transformers.LlamaConfig(**LLAMA_SHAPE), transformers.GPT2Config(**GPT2_SHAPE)],
-    ids=["llama", "gpt2"],
-)
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
 def test_the_compiled_model_decodes_the_eager_models_tokens_with_one_graph(
-    tmp_path: Path, config: object
+    tmp_path: Path, architecture: str
 ) -> None:
     from torch._dynamo.utils import counters
 
-    torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    save_tiny_checkpoint(tmp_path, architecture)
     eager = _engine(tmp_path)
     counters.clear()
     compiled = _engine(tmp_path, compile=True)  # compiles in its warm-up
@@ -56,9 +51,7 @@ def test_a_machine_that_cannot_compile_gets_a_config_error_naming_the_cause(
 ) -> None:
     from torch._inductor import config as inductor_config
 
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(**LLAMA_SHAPE))
-    model.save_pretrained(tmp_path)
+    save_tiny_checkpoint(tmp_path)
     no_compiler = {"cpp.cxx": ("/nonexistent/g++",), "fx_graph_cache": False}
     with (
         inductor_config.patch(no_compiler),

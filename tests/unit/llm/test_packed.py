@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")  # save_tiny_checkpoint writes with it
 
-from tiny_configs import GPT2_SHAPE, LLAMA_SHAPE, tiny_engine  # noqa: E402
+from tiny_configs import save_tiny_checkpoint, tiny_engine  # noqa: E402
 from torch import nn  # noqa: E402
 
 from inferd.backends.torch_packing import PackedLinear, packing_available  # noqa: E402
@@ -62,16 +62,11 @@ def test_pack_linears_replaces_every_linear_and_packs_a_tied_head() -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "config",
-    [transformers.LlamaConfig(**LLAMA_SHAPE), transformers.GPT2Config(**GPT2_SHAPE)],
-    ids=["llama", "gpt2-tied-head"],
-)
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"], ids=["llama", "gpt2-tied-head"])
 def test_the_engine_packs_by_default_and_decodes_the_same_tokens(
-    tmp_path: Path, config: object
+    tmp_path: Path, architecture: str
 ) -> None:
-    torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    save_tiny_checkpoint(tmp_path, architecture)
     packed, plain = tiny_engine(tmp_path), tiny_engine(tmp_path, pack_weights=False)
     layers = list(packed.runner.model.modules())
     assert any(isinstance(m, PackedLinear) for m in layers)
@@ -84,9 +79,7 @@ def test_the_engine_packs_by_default_and_decodes_the_same_tokens(
 
 
 def test_int8_weights_are_not_packed(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(**LLAMA_SHAPE))
-    model.save_pretrained(tmp_path)
+    save_tiny_checkpoint(tmp_path)
     engine = tiny_engine(tmp_path, quantization="int8")
     modules = list(engine.runner.model.modules())
     assert any(isinstance(m, Int8Linear) for m in modules)

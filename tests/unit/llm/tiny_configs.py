@@ -1,5 +1,5 @@
-"""Shapes of the tiny random checkpoints the LLM tests write with ``save_pretrained``, and an
-engine over such a checkpoint (torch is imported only by that function)."""
+"""Shapes of the tiny random checkpoints the LLM tests write with ``save_pretrained``, a writer
+of such a checkpoint, and an engine over one (torch is imported only by those functions)."""
 
 from __future__ import annotations
 
@@ -52,3 +52,16 @@ def tiny_engine(path: Path, **overrides: object) -> LLMEngine:
         **overrides,  # type: ignore[arg-type]
     )
     return LLMEngine.from_config(config)
+
+
+def save_tiny_checkpoint(path: Path, architecture: str = "llama") -> None:
+    """Write a tiny random ``llama`` or ``gpt2`` checkpoint (seed 0) to ``path``."""
+    import torch
+    import transformers
+
+    config_class, shape = {
+        "llama": (transformers.LlamaConfig, LLAMA_SHAPE),
+        "gpt2": (transformers.GPT2Config, GPT2_SHAPE),
+    }[architecture]
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config_class(**shape)).save_pretrained(path)
